@@ -1,0 +1,128 @@
+"""Manifest records and JSONL I/O shared by every stage.
+
+A record is keyed by a stable id so that every stage can resume and never
+duplicates work. Stages add fields; they never rename the manifest's fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from emotionthinker.labels import LABELS
+
+Split = Literal["train", "validation", "test"]
+Gender = Literal["male", "female", "unknown"]
+
+
+def stable_id(corpus: str, relative_path: str) -> str:
+    """Id from corpus and path relative to the corpus root, so it survives moving the corpus."""
+    digest = hashlib.sha1(f"{corpus}:{relative_path}".encode()).hexdigest()[:12]
+    stem = Path(relative_path).stem
+    return f"{corpus}-{stem}-{digest}"
+
+
+class ManifestRecord(BaseModel):
+    """One clip of a corpus, mapped into the nine-class label space."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    audio_path: str
+    corpus: str
+    split: Split
+    speaker: str
+    gender: Gender = "unknown"
+    emotion: str
+    source_label: str
+    transcription: str | None = None
+    duration_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("emotion")
+    @classmethod
+    def _in_label_space(cls, v: str) -> str:
+        if v not in LABELS:
+            raise ValueError(f"emotion {v!r} is not one of the nine labels")
+        return v
+
+
+class QuarantineRecord(BaseModel):
+    """A record a stage could not accept, with the reason; nothing is silently dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    audio_path: str
+    stage: str
+    reason: str
+    error_type: str
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield records; a torn last line (a killed writer) is skipped, any other bad line raises."""
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if lineno == len(lines):
+                return
+            raise ValueError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any] | BaseModel]) -> int:
+    """Write atomically (temp file + rename) so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(_dumps(rec) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any] | BaseModel) -> None:
+    """Append one record and flush, for stages that stream results and resume."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(_dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _dumps(rec: dict[str, Any] | BaseModel) -> str:
+    if isinstance(rec, BaseModel):
+        rec = rec.model_dump(mode="json")
+    return json.dumps(rec, ensure_ascii=False, sort_keys=False)
+
+
+def prepare_resume(path: str | Path, key: str = "id") -> set[str]:
+    """Drop a torn trailing line left by a killed writer and return the keys already written."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with path.open("r+b") as fh:
+            fh.truncate(cut)
+    return {rec[key] for rec in iter_jsonl(path) if key in rec}
