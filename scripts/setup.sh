@@ -31,6 +31,6 @@ echo "[setup] creating .venv and installing the locked stack (a few minutes on a
 .venv/bin/python -m pip install -q torch==2.13.0
 # The lock is complete (pip freeze), so no resolver run and no surprises.
 DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-deps -r requirements.lock
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat  # a .pth to the root: new modules import without reinstalling
 echo "$want" > "$stamp"
 echo "[setup] done"
