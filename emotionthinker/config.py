@@ -77,9 +77,34 @@ class ValidationConfig(_Section):
 
 
 class DemoConfig(_Section):
+    """Synthetic espeak-ng corpus (emotionthinker/demo): embedded default data and prosody oracle."""
+
     clips_per_class: int = Field(12, ge=1)
-    voices: list[str] = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp+m3"]
+    # espeak-ng voices ("language+variant"), alternating gender: a unit of nine clips takes the
+    # next three, so even 2 clips per class reach every split. 'en-gb+<variant>' is silently
+    # ignored by espeak-ng 1.51 (use 'en+<variant>'); synthesis refuses such voices.
+    voices: list[str] = [
+        "en-us", "en-us+f3", "en-gb-x-rp+m3", "en+f2",
+        "en-gb-scotland+m1", "en-gb-scotland+f4", "en+m2", "en-us+f5",
+    ]
+    # Speaker-independent splits: every other voice is train.
+    validation_voices: list[str] = ["en-gb-x-rp+m3", "en-gb-scotland+f4"]
+    test_voices: list[str] = ["en+f2", "en-gb-scotland+m1"]
+    glides_per_pattern: int = Field(2, ge=0)  # known-F0 glides per intonation pattern (glides.jsonl)
+    espeak_binary: str = "espeak-ng"
+    workers: int = Field(0, ge=0)  # parallel espeak-ng processes; 0 -> all cores
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _voices_consistent(self) -> "DemoConfig":
+        if not self.voices or len(set(self.voices)) != len(self.voices):
+            raise ValueError("demo.voices must be a non-empty list without duplicates")
+        held_out = self.validation_voices + self.test_voices
+        if unknown := sorted(set(held_out) - set(self.voices)):
+            raise ValueError(f"demo validation/test voices not in demo.voices: {unknown}")
+        if both := sorted(set(self.validation_voices) & set(self.test_voices)):
+            raise ValueError(f"demo voices in both validation and test: {both}")
+        return self
 
 
 class ProsodyConfig(_Section):
@@ -96,17 +121,79 @@ class ProsodyConfig(_Section):
     min_voiced_frames: int = Field(20, ge=1)
     min_group_size: int = Field(50, ge=1)
     workers: int = Field(0, ge=0)  # 0 -> all cores
+    # F0, two-pass range (De Looze & Hirst): pass 1 over floor..ceiling, pass 2 over
+    # [floor_factor * q25, ceiling_factor * q75] of pass 1, clamped to floor..ceiling.
+    two_pass: bool = True
+    first_pass_hop_s: float = Field(0.02, gt=0)
+    two_pass_floor_factor: float = Field(0.75, gt=0)
+    two_pass_ceiling_factor: float = Field(2.0, gt=0)  # 1.5 in Hirst (2011); emotional speech needs room
+    kill_octave_jumps: bool = False
+    voicing_threshold: float = Field(0.45, ge=0, le=1)
+    silence_threshold: float = Field(0.03, ge=0, le=1)
+    # Energy, speech frames and syllable nuclei (de Jong & Wempe 2009).
+    intensity_min_pitch_hz: float = Field(50.0, gt=0)
+    speech_threshold_db: float = Field(25.0, gt=0)  # speech = frames within this of the loudest frame
+    speech_floor_dbfs: float = Field(-60.0, le=0)  # ... and above this absolute level
+    min_pause_s: float = Field(0.3, ge=0)  # shorter silent gaps count as speech
+    nucleus_min_dip_db: float = Field(2.0, ge=0)
+    nucleus_min_gap_s: float = Field(0.06, ge=0)
+    # A nucleus is vowel-like: most energy below nucleus_max_hz ('sonority'), or voiced per the F0 track ('voicing').
+    nucleus_check: Literal["sonority", "voicing"] = "sonority"
+    nucleus_max_hz: float = Field(1500.0, gt=0)
+    nucleus_min_low_share: float = Field(0.5, ge=0, le=1)
+    # Intonation evidence.
+    median_window: int = Field(5, ge=1)
+    min_fit_r2: float = Field(0.3, ge=0, le=1)
+    min_voiced_span_s: float = Field(0.3, ge=0)  # voiced frames spanning less -> too_short
+    min_voiced_coverage: float = Field(0.25, ge=0, le=1)  # voiced share of that span below -> uncertain
+    turn_margin: float = Field(0.1, ge=0, lt=0.5)  # vertex must lie inside [margin, 1 - margin]
+    level_moderate_label: Literal["uncertain", "flat"] = "uncertain"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProsodyConfig":
+        if self.f0_floor_hz >= self.f0_ceiling_hz:
+            raise ValueError("prosody.f0_floor_hz must be below prosody.f0_ceiling_hz")
+        if self.smooth_order >= self.smooth_window:
+            raise ValueError("prosody.smooth_order must be below prosody.smooth_window")
+        if self.flat_span_st > self.expressive_span_st:
+            raise ValueError("prosody.flat_span_st must not exceed prosody.expressive_span_st")
+        return self
 
 
 class AsrConfig(_Section):
     source: str = "packaged:whisper-tiny.en"
     compute_type: str = "int8"
     language: str = "en"
+    beam_size: int = Field(1, ge=1)  # clips are short; greedy gave the same RAVDESS words at lower cost
+    # Threads per process: the annotate flow already runs one process per core.
+    cpu_threads: int = Field(1, ge=0)
+    download_root: str = ""  # hub models; empty -> the Hugging Face cache
+    local_files_only: bool = False
+    # Word timings: "synthesis" aligns an espeak-ng rendering of the words to the clip (DTW on
+    # MFCCs; Whisper tiny's own word times were often ~0.2 s off); "asr" keeps Whisper's.
+    word_timing: Literal["synthesis", "asr"] = "synthesis"
+    synthesis_voice: str = ""  # espeak-ng voice; empty -> from the language ("en" -> en-us)
+    # Word stress (word timings come from ASR, so the detector lives here).
+    stress_detector: Literal["acoustic", "whistress"] = "acoustic"
+    stress_model: str = "hub:slprl/WhiStress"  # only read by the whistress detector
+    stress_threshold: float = 1.0  # prominence (weighted z-score) a stressed word must reach
+    stress_max_words: int = Field(2, ge=0)
+    stress_max_share: float = Field(0.25, gt=0, le=1)  # at most this share of an utterance's words
+    stress_weight_pitch: float = Field(0.4, ge=0)
+    stress_weight_energy: float = Field(0.4, ge=0)
+    stress_weight_duration: float = Field(0.2, ge=0)
 
 
 class TraitsConfig(_Section):
     age_model: str = ""  # hub id of an age/gender model; empty -> age 'unknown'
     gender_model: str = "registry:emotionthinker-gender@champion"
+    # Encoder whose states feed the gender classifier; stored with the weights and checked on load.
+    gender_encoder: str = "packaged:whisper-tiny.en"
+    gender_max_audio_s: float = Field(30.0, gt=0, le=30)  # Whisper's encoder window
+    gender_l2_c: float = Field(0.1, gt=0)  # inverse L2 strength of the logistic regression
+    gender_f0_weight: float = Field(5.0, gt=0)  # weight of the 4 F0 statistics beside 384 embedding dims
+    # Unseen-speaker accuracy a new version must reach to take the `champion` alias.
+    gender_min_accuracy: float = Field(0.85, ge=0, le=1)
 
 
 class CotConfig(_Section):
@@ -120,6 +207,90 @@ class CotConfig(_Section):
     timeout_s: float = Field(60.0, gt=0)
     temperature: float = Field(0.8, ge=0, le=2)
     seed: int = 0
+    max_tokens: int = Field(512, ge=16)
+    backoff_base_s: float = Field(1.0, ge=0)  # retry delay = base * 2**attempt * jitter, capped
+    backoff_max_s: float = Field(30.0, ge=0)
+    min_words: int = Field(50, ge=1)
+    max_words: int = Field(200, ge=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)  # share of speakers held out for validation
+    retry_errors: bool = True  # a rerun retries records that are in the errors file
+
+
+class RmDataConfig(_Section):
+    """Reward-model (q, r, g) tuples from gold reasoning (DESIGN.md stage 6)."""
+
+    variants_per_record: int = Field(4, ge=0)  # degraded variants per gold reasoning
+    include_gold: bool = True  # the gold reasoning itself with g = (5, 5, 5, 5)
+    writer: Literal["offline", "llm"] = "offline"  # llm: Appendix D prompt through cot.base_url
+    seed: int = 0
+
+
+class ModelsConfig(_Section):
+    """Checkpoint sources (hub:, packaged:, registry:name@alias, random:, or a local path) and backbone shape."""
+
+    policy_source: str = "packaged:tiny-base"
+    reward_source: str = "packaged:tiny-base"
+    # Audio window in seconds: Whisper-family encoders see exactly this much (longer audio is cut);
+    # 8 s instead of 30 s makes the tiny encoder ~10x cheaper and covers acted-corpus clips.
+    audio_window_s: int = Field(8, ge=1, le=30)
+    freeze_encoder: bool = True
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = 0  # random test models and the new projector
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class GrpoConfig(_Section):
+    """GRPO-PTR (DESIGN.md stage 7). Names follow TRL's GRPOConfig where they mean the same."""
+
+    num_generations: int = Field(4, ge=2)  # K completions per prompt (a group); paper 8
+    max_completion_length: int = Field(256, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)  # paper 1e-6; tens of tiny steps need a larger step
+    beta: float = Field(0.04, ge=0)  # KL (k3) coefficient to the frozen reference
+    epsilon: float = Field(0.2, gt=0, lt=1)  # ratio clip range
+    scale_rewards: Literal["group", "none"] = "group"  # "none": advantages not divided by the group std
+    max_steps: int = Field(30, ge=1)  # paper 3000
+    # Reward R = a_f R_f + a_o R_o + a_t * tau * R_t.
+    alpha_format: float = Field(0.3, ge=0)
+    alpha_outcome: float = Field(1.0, ge=0)
+    alpha_reasoning: float = Field(0.5, ge=0)
+    # R_t = sum_j w_j g_j / 5 over the reward model's four criteria (models/rewards.py CRITERIA).
+    reasoning_weights: dict[str, float] = {
+        "factual_alignment": 0.25,
+        "interpretative_quality": 0.25,
+        "caption_completeness": 0.25,
+        "fluency_and_structural_clarity": 0.25,
+    }
+    unparseable_reasoning_score: float = Field(0.0, ge=0, le=1)  # R_t when the RM answer is no valid JSON
+    tau_when_one_side_empty: float = Field(1.0, ge=0, le=1)  # group with no correct or no wrong completion
+    # Progressive schedule: R_t enters once mean accuracy over the last window steps >= threshold.
+    progressive_threshold: float = Field(0.5, ge=0, le=1)
+    progressive_window: int = Field(5, ge=1)
+    # Ablations of the paper's Table 4.
+    plain_grpo: bool = False  # no R_t at all
+    untrained_rm: bool = False  # R_t from the untrained base model as reward model
+    no_trust_weight: bool = False  # tau = 1
+    no_progressive: bool = False  # R_t from the first step
+
+    @model_validator(mode="after")
+    def _weights(self) -> "GrpoConfig":
+        criteria = {"factual_alignment", "interpretative_quality", "caption_completeness",
+                    "fluency_and_structural_clarity"}
+        w = self.reasoning_weights
+        if set(w) != criteria:
+            raise ValueError(f"grpo.reasoning_weights must name exactly {sorted(criteria)}")
+        if any(v < 0 for v in w.values()) or abs(sum(w.values()) - 1.0) > 1e-6:
+            raise ValueError("grpo.reasoning_weights must be >= 0 and sum to 1")
+        return self
+
+    @property
+    def reasoning_schedule(self) -> Literal["progressive", "always", "never"]:
+        """When R_t is on: plain_grpo -> never, no_progressive -> always, else progressive."""
+        return "never" if self.plain_grpo else "always" if self.no_progressive else "progressive"
+
+    @property
+    def progressive(self) -> bool:
+        return self.reasoning_schedule == "progressive"
 
 
 class Config(_Section):
@@ -133,6 +304,9 @@ class Config(_Section):
     asr: AsrConfig = AsrConfig()
     traits: TraitsConfig = TraitsConfig()
     cot: CotConfig = CotConfig()
+    rm_data: RmDataConfig = RmDataConfig()
+    models: ModelsConfig = ModelsConfig()
+    grpo: GrpoConfig = GrpoConfig()
 
     # -- derived locations -------------------------------------------------
     @property
@@ -175,10 +349,26 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "paths": {"workspace": "var/test", "data": "var/test/data", "cache": "var/cache"},
         "demo": {"clips_per_class": 2},
         "prosody": {"min_group_size": 5},
+        "models": {
+            "policy_source": "random:qwen2audio-tiny",
+            "reward_source": "random:qwen2audio-tiny",
+            "audio_window_s": 4,
+            "max_new_tokens": 16,
+        },
+        "grpo": {"num_generations": 2, "max_completion_length": 16, "max_steps": 2, "progressive_window": 2},
     },
     "paper": {
         "paths": {"workspace": "var/paper", "data": "var/paper/data"},
         "asr": {"source": "hub:openai/whisper-large-v3", "compute_type": "float16"},
+        "models": {
+            "policy_source": "hub:Qwen/Qwen2.5-Omni-7B",
+            "reward_source": "hub:Qwen/Qwen2.5-Omni-3B",
+            "audio_window_s": 30,
+            "freeze_encoder": False,
+            "dtype": "bfloat16",
+            "max_new_tokens": 1024,
+        },
+        "grpo": {"num_generations": 8, "max_completion_length": 1024, "learning_rate": 1e-6, "max_steps": 3000},
     },
 }
 
