@@ -36,7 +36,9 @@ class PathsConfig(_Section):
     """Where state lives. Relative paths resolve against the project root."""
 
     workspace: Path = Path("var")
-    data: Path = Path("var/data")
+    # Not under the git-ignored var/: DVC writes its committed .dvc pointers next to the data
+    # (see emotionthinker/versioning.py).
+    data: Path = Path("data")
     cache: Path = Path("var/cache")
     shared_data: Path = Path("../shared/data")
 
