@@ -130,5 +130,130 @@ def demo_corpus(
     typer.echo(f"  manifest: emotionthinker manifest --corpus demo --root {metadata.parent} --out <file.jsonl>")
 
 
+models_app = typer.Typer(no_args_is_help=True, help="Backbone checkpoints (sources: hub:, packaged:, registry:, random:, path).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("build-base")
+def models_build_base(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Assemble the tiny base audio LLM from the packaged weights (once, then cached); print its folder."""
+    import time
+
+    from models.assemble import ensure_tiny_base
+
+    cfg = _cfg(profile, config)
+    start = time.perf_counter()
+    folder = ensure_tiny_base(cfg.cache_dir, cfg.models.audio_window_s, cfg.models.seed)
+    typer.echo(f"ready in {time.perf_counter() - start:.1f} s", err=True)
+    typer.echo(str(folder))
+
+
+@app.command("train-gender")
+def train_gender(
+    manifest: list[Path] = typer.Option(..., "--manifest", "-m", help="manifest .jsonl with speaker genders (repeatable)"),
+    no_register: bool = typer.Option(False, "--no-register", help="evaluate and save the JSON weights only"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Train the speaker-gender classifier, report leave-one-speaker-out accuracy, register it in MLflow."""
+    from emotionthinker.traits.gender import GenderTrainingError, train_gender_classifier
+
+    cfg = _cfg(profile, config)
+    try:
+        report = train_gender_classifier(manifest, cfg, register=not no_register, progress=True)
+    except GenderTrainingError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.summary())
+    typer.echo(f"  weights: {report.model_path}" + (f"; MLflow run {report.run_id}" if report.run_id else ""))
+
+
+@app.command()
+def transcribe(
+    audio: Path = typer.Argument(..., help="an audio file"),
+    text: Optional[str] = typer.Option(None, "--text", help="known transcription: only align it"),
+    language: Optional[str] = typer.Option(None, "--language", help="language of --text (espeak-ng voice), e.g. de"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Transcribe (or align a known text), print word timings, prominence and the stressed words."""
+    from emotionthinker.audio import AudioError, load_audio
+    from emotionthinker.prosody.asr import AsrError, get_transcriber
+    from emotionthinker.prosody.stress import build_stress_detector, stressed_words
+
+    cfg = _cfg(profile, config)
+    try:
+        y = load_audio(audio, cfg.audio)
+        asr = get_transcriber(cfg.asr)
+        tr = asr.align_known_text(y, text, language) if text else asr.transcribe(y)
+    except (AudioError, AsrError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    prominences = build_stress_detector(cfg.asr, cfg.prosody).detect(y, cfg.audio.sample_rate, tr.words)
+    typer.echo(f"{tr.source}: {tr.text}")
+    for w, p in zip(tr.words, prominences):
+        typer.echo(f"  {w.start:6.2f}-{w.end:6.2f}  {w.word:<16} prominence {p.prominence:+.2f}{'  *' if p.stressed else ''}")
+    typer.echo(f"stressed words: {', '.join(stressed_words(prominences)) or '-'}")
+
+
+@app.command()
+def cot(
+    inp: Path = typer.Option(..., "--in", help="annotated records .jsonl"),
+    out: Path = typer.Option(..., "--out", help="EmotionCoT .jsonl (appended, resumable); failures go to <out stem>.errors.jsonl"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Write reasoning for annotated records: cot.base_url endpoint (OpenAI-compatible) or the offline composer."""
+    import json
+
+    from emotionthinker.cot import write_cot
+    from emotionthinker.cot.client import CotEndpointError
+    from emotionthinker.records import iter_jsonl
+
+    cfg = _cfg(profile, config)
+    if not inp.is_file():
+        typer.secho(f"input not found: {inp}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        report = write_cot(iter_jsonl(inp), out, cfg, progress=True)
+    except CotEndpointError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{report.writer} ({report.model}, prompt {report.prompt_version}): {report.n_written} written, "
+        f"{report.n_resumed} already there, {report.n_errors} errors {json.dumps(dict(report.error_reasons))}, "
+        f"{report.n_cached} cached, {report.n_retries} retries {json.dumps(dict(report.retries))}, "
+        f"tokens {json.dumps(report.usage)}"
+    )
+    typer.echo(f"  out:    {report.out_path}\n  errors: {report.errors_path}")
+
+
+@app.command("rm-data")
+def rm_data(
+    inp: Path = typer.Option(..., "--in", help="EmotionCoT .jsonl (gold reasoning)"),
+    out: Path = typer.Option(..., "--out", help="reward-model (q, r, g) tuples .jsonl"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Build reward-model tuples: gold reasoning (5,5,5,5) plus degraded variants; print the score histogram."""
+    from emotionthinker.cot import write_rm_tuples
+    from emotionthinker.cot.client import CotEndpointError
+
+    cfg = _cfg(profile, config)
+    if not inp.is_file():
+        typer.secho(f"input not found: {inp}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        summary = write_rm_tuples(inp, out, cfg)
+    except CotEndpointError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{summary['n_tuples']} tuples ({summary['n_gold']} gold, {summary['n_degraded']} degraded, "
+               f"{summary['n_failed']} failed, {summary['n_off_target']} off target) -> {summary['out']}")
+    typer.echo("score histogram (levels 1..5):")
+    for criterion, hist in summary["histogram"].items():
+        typer.echo(f"  {criterion:<32} " + " ".join(f"{hist[lv]:>5}" for lv in range(1, 6)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -227,6 +227,55 @@ class RmDataConfig(_Section):
     seed: int = 0
 
 
+SFT_FAMILIES: tuple[str, ...] = ("stress", "attribute", "comparative", "asr", "cot")
+
+
+class SftDataConfig(_Section):
+    """Prosody-centric SFT corpus (DESIGN.md stage 5): stage-I task mixture and comparative augmentation."""
+
+    seed: int = 0
+    # Shares of a split's stage-I samples per task family. The largest set that meets these shares
+    # exactly is kept; a family without data drops out and the others keep their ratios.
+    # Paper: ~20% ASR beside the prosody corpus (its 20% text-only share has no data here).
+    mixture: dict[str, float] = {"stress": 0.15, "attribute": 0.3, "comparative": 0.25, "asr": 0.2, "cot": 0.1}
+    max_samples: int = Field(0, ge=0)  # cap per stage-I split file; 0 -> as many as the mixture allows
+    max_clip_s: float = Field(0.0, ge=0)  # longest clip (and augmented clip); 0 -> models.audio_window_s
+    system_prompt: str = "You are a helpful assistant."  # prosody/ASR tasks; CoT samples use labels.SYSTEM_PROMPT
+    attribute_tasks: list[Literal["pitch", "energy", "speed", "intonation"]] = ["pitch", "energy", "speed", "intonation"]
+    comparative_attributes: list[Literal["pitch", "energy", "speed"]] = ["pitch", "energy", "speed"]
+    # Render parameters of the three ranks (low, medium, high), strictly increasing.
+    pitch_shifts_st: list[float] = [-4.0, 0.0, 4.0]  # librosa.effects.pitch_shift n_steps
+    energy_gains_db: list[float] = [-9.0, 0.0, 9.0]
+    speed_rates: list[float] = [0.75, 1.0, 1.33]  # librosa.effects.time_stretch rate (> 1 is faster)
+    # A rendering is kept only if the re-measured segments rank in the intended order by these margins.
+    pitch_margin_st: float = Field(2.0, ge=0)  # f0_median_st between neighbours
+    energy_margin_db: float = Field(4.5, ge=0)  # rms_dbfs between neighbours
+    speed_margin_ratio: float = Field(1.1, ge=1)  # articulation_rate_sps ratio between neighbours
+    gap_s: float = Field(0.3, ge=0)  # silence between renditions
+    trim_top_db: float = Field(35.0, gt=0)  # leading/trailing silence trimmed before rendering
+    crop_to_fit: bool = True  # crop the source so three renditions fit max_clip_s; False -> skip such clips
+    min_segment_s: float = Field(0.6, gt=0)  # shorter sources (after trim/crop) are skipped
+    # Phase-vocoder FFT size: 32 ms at 16 kHz keeps syllable energy dips; librosa's 2048 smears them
+    # and the measured articulation rate then no longer follows the stretch.
+    stretch_n_fft: int = Field(512, ge=64)
+    workers: int = Field(1, ge=0)  # processes rendering augmentations; 0 -> all cores
+    cot_split_from: Literal["annotated", "cot"] = "annotated"  # whose split a CoT sample follows
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SftDataConfig":
+        if unknown := sorted(set(self.mixture) - set(SFT_FAMILIES)):
+            raise ValueError(f"sft_data.mixture has unknown families {unknown}; known: {list(SFT_FAMILIES)}")
+        if any(v < 0 for v in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+            raise ValueError("sft_data.mixture shares must be >= 0 with a positive sum")
+        for name in ("pitch_shifts_st", "energy_gains_db", "speed_rates"):
+            v = getattr(self, name)
+            if len(v) != 3 or not v[0] < v[1] < v[2]:
+                raise ValueError(f"sft_data.{name} must be three strictly increasing values")
+        if self.speed_rates[0] <= 0:
+            raise ValueError("sft_data.speed_rates must be positive")
+        return self
+
+
 class ModelsConfig(_Section):
     """Checkpoint sources (hub:, packaged:, registry:name@alias, random:, or a local path) and backbone shape."""
 
@@ -307,6 +356,7 @@ class Config(_Section):
     traits: TraitsConfig = TraitsConfig()
     cot: CotConfig = CotConfig()
     rm_data: RmDataConfig = RmDataConfig()
+    sft_data: SftDataConfig = SftDataConfig()
     models: ModelsConfig = ModelsConfig()
     grpo: GrpoConfig = GrpoConfig()
 

