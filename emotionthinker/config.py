@@ -126,7 +126,8 @@ class ProsodyConfig(_Section):
     # F0, two-pass range (De Looze & Hirst): pass 1 over floor..ceiling, pass 2 over
     # [floor_factor * q25, ceiling_factor * q75] of pass 1, clamped to floor..ceiling.
     two_pass: bool = True
-    first_pass_hop_s: float = Field(0.02, gt=0)
+    first_pass_hop_s: float = Field(0.03, gt=0)  # pass 1 only estimates quartiles: a coarse grid is enough
+    max_candidates: int = Field(6, ge=2)  # per frame; Praat's 15 costs ~20% more time for ~0.2% changed frames
     two_pass_floor_factor: float = Field(0.75, gt=0)
     two_pass_ceiling_factor: float = Field(2.0, gt=0)  # 1.5 in Hirst (2011); emotional speech needs room
     kill_octave_jumps: bool = False
@@ -344,6 +345,58 @@ class GrpoConfig(_Section):
         return self.reasoning_schedule == "progressive"
 
 
+class SftConfig(_Section):
+    """Prosody-centric SFT (DESIGN.md stage 5): stage I trains encoder (per config), adapter and LM on the
+    prosody corpus; stage II trains LM LoRA on cold-start CoT and is merged before saving.
+
+    Defaults are the `tiny` profile (tens of CPU steps); `paper` sets the paper's values.
+    """
+
+    data_dir: str = ""  # folder with stage{1,2}.{train,validation}.jsonl; empty -> <paths.data>/sft
+    base_source: str = ""  # model to start from; empty -> models.policy_source
+    output_dir: str = ""  # checkpoints and final models; empty -> <workspace>/sft
+    stages: list[Literal["stage1", "stage2"]] = ["stage1", "stage2"]
+    # Stage I: full adapter + LM; the encoder's top N layers (-1: all of it, 0: frozen).
+    stage1_learning_rate: float = Field(5e-5, gt=0)  # paper 1e-5; tens of tiny steps need a larger step
+    stage1_epochs: float = Field(1.0, gt=0)
+    stage1_max_steps: int = Field(30, ge=0)  # > 0 overrides epochs
+    stage1_encoder_layers: int = Field(1, ge=-1)
+    # Stage II: LoRA on the LM only.
+    stage2_learning_rate: float = Field(3e-4, gt=0)  # paper 1e-5 (for LoRA on 5K samples x 2 epochs)
+    stage2_epochs: float = Field(2.0, gt=0)
+    stage2_max_steps: int = Field(30, ge=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    # Linear layer names inside the language model (never the audio encoder's, which share names).
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: float = Field(0.1, ge=0)  # < 1: share of the steps
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    max_train_samples: int = Field(0, ge=0)  # per stage; 0 -> all
+    seed: int = 0
+    # DeepSpeed: empty -> none; "zero2" / "zero3" (models/deepspeed_configs) or a JSON path. A configured
+    # DeepSpeed run is launched with torchrun (num_processes) rather than inside the flow's process.
+    deepspeed: str = ""
+    num_processes: int = Field(1, ge=1)
+    # Evaluation on held-out samples and the generation table.
+    eval_max_samples: int = Field(24, ge=1)  # per task family (cot, attribute, comparative)
+    eval_batch_size: int = Field(4, ge=1)
+    eval_max_new_tokens: int = Field(256, ge=1)
+    eval_base: bool = True  # evaluate the untrained base too, for comparison
+    generation_samples: int = Field(6, ge=0)  # rows of the sample-generations table
+    register_model: bool = True  # register the result in the MLflow Model Registry
+    registered_model_name: str = "emotionthinker-base"
+    registered_alias: str = "challenger"
+
+
 class Config(_Section):
     profile: Profile = "tiny"
     paths: PathsConfig = PathsConfig()
@@ -359,6 +412,7 @@ class Config(_Section):
     sft_data: SftDataConfig = SftDataConfig()
     models: ModelsConfig = ModelsConfig()
     grpo: GrpoConfig = GrpoConfig()
+    sft: SftConfig = SftConfig()
 
     # -- derived locations -------------------------------------------------
     @property
@@ -408,6 +462,10 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "max_new_tokens": 16,
         },
         "grpo": {"num_generations": 2, "max_completion_length": 16, "max_steps": 2, "progressive_window": 2},
+        "sft": {
+            "stage1_max_steps": 2, "stage2_max_steps": 2, "per_device_batch_size": 2, "save_steps": 1,
+            "eval_max_samples": 2, "eval_max_new_tokens": 16, "generation_samples": 2, "warmup_steps": 0,
+        },
     },
     "paper": {
         "paths": {"workspace": "var/paper", "data": "var/paper/data"},
@@ -421,6 +479,15 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "max_new_tokens": 1024,
         },
         "grpo": {"num_generations": 8, "max_completion_length": 1024, "learning_rate": 1e-6, "max_steps": 3000},
+        # Paper: stage I full parameters, 1 epoch, lr 1e-5; stage II LM LoRA, 2 epochs, lr 1e-5 (batch sizes
+        # and LoRA rank are not given in the paper: ours).
+        "sft": {
+            "stage1_learning_rate": 1e-5, "stage1_epochs": 1, "stage1_max_steps": 0, "stage1_encoder_layers": -1,
+            "stage2_learning_rate": 1e-5, "stage2_epochs": 2, "stage2_max_steps": 0,
+            "per_device_batch_size": 4, "gradient_accumulation_steps": 4, "warmup_steps": 0.03,
+            "gradient_checkpointing": True, "save_steps": 500, "logging_steps": 10, "deepspeed": "zero3",
+            "num_processes": 8, "eval_max_samples": 500, "eval_batch_size": 16, "eval_max_new_tokens": 1024,
+        },
     },
 }
 

@@ -1,0 +1,169 @@
+"""Calibrated prosodic levels: tertiles per corpus (pitch per corpus x gender).
+
+A fixed Hz or dB threshold would label every female voice 'high' and every
+quiet recording 'low'; levels are therefore relative to the corpus the clip
+belongs to. Thresholds are the 1/3 and 2/3 quantiles of:
+- pitch: median F0 in semitones, per corpus x gender;
+- energy: RMS dBFS over speech frames, per corpus;
+- speed: articulation rate (syllables per second of speech), per corpus; the
+  rate over the whole clip would change with leading/trailing silence.
+A group with fewer than cfg.min_group_size finite values falls back; pitch
+first to the same gender over all corpora ("global/<gender>"), then to all
+records ("global"). The calibration is a JSON artifact, so a later batch can
+be labelled with exactly the same thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotionthinker.config import Config, ProsodyConfig
+
+CALIBRATION_VERSION = 1
+GLOBAL = "global"
+# attribute -> (measure name, level names low/mid/high)
+ATTRIBUTES: dict[str, tuple[str, tuple[str, str, str]]] = {
+    "pitch": ("f0_median_st", ("low", "normal", "high")),
+    "energy": ("rms_dbfs", ("low", "normal", "high")),
+    "speed": ("articulation_rate_sps", ("slow", "normal", "fast")),
+}
+
+
+class CalibrationError(ValueError):
+    """The calibration cannot be fitted or read."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    low_below: float  # values < low_below -> low
+    high_above: float  # values > high_above -> high; in between -> normal
+    n: int
+
+    def level(self, value: float, names: tuple[str, str, str]) -> str:
+        if value < self.low_below:
+            return names[0]
+        return names[2] if value > self.high_above else names[1]
+
+
+@dataclass
+class Calibration:
+    min_group_size: int
+    # attribute -> group key ("<corpus>", "<corpus>/<gender>", "global/<gender>", "global") -> thresholds
+    groups: dict[str, dict[str, Thresholds]] = field(default_factory=dict)
+
+    def group_for(self, attribute: str, corpus: str, gender: str) -> str:
+        """Most specific fitted group for this record (the key written into the record)."""
+        fitted = self.groups[attribute]
+        candidates = [f"{corpus}/{gender}", f"{GLOBAL}/{gender}", GLOBAL] if attribute == "pitch" else [corpus, GLOBAL]
+        for key in candidates:
+            if key in fitted:
+                return key
+        raise CalibrationError(f"no {attribute} calibration for {corpus}/{gender} and no global one")
+
+    def to_json(self) -> str:
+        payload = {
+            "version": CALIBRATION_VERSION,
+            "min_group_size": self.min_group_size,
+            "measures": {a: m for a, (m, _) in ATTRIBUTES.items()},
+            "groups": {
+                a: {k: {"low_below": t.low_below, "high_above": t.high_above, "n": t.n} for k, t in sorted(g.items())}
+                for a, g in self.groups.items()
+            },
+        }
+        return json.dumps(payload, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Calibration":
+        try:
+            payload = json.loads(text)
+            if payload.get("version") != CALIBRATION_VERSION:
+                raise CalibrationError(f"calibration version {payload.get('version')!r}, expected {CALIBRATION_VERSION}")
+            if payload.get("measures") != {a: m for a, (m, _) in ATTRIBUTES.items()}:
+                raise CalibrationError(f"calibration was fitted on other measures: {payload.get('measures')}")
+            groups = {
+                a: {k: Thresholds(float(t["low_below"]), float(t["high_above"]), int(t["n"])) for k, t in payload["groups"][a].items()}
+                for a in ATTRIBUTES
+            }
+            return cls(int(payload["min_group_size"]), groups)
+        except CalibrationError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CalibrationError(f"not a calibration file: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        return cls.from_json(Path(path).read_text())
+
+
+def _value(measures: Any, name: str) -> float:
+    raw = measures.get(name) if isinstance(measures, Mapping) else getattr(measures, name)
+    return float("nan") if raw is None else float(raw)
+
+
+def _tertiles(values: list[float]) -> Thresholds:
+    lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [1 / 3, 2 / 3])
+    return Thresholds(float(lo), float(hi), len(values))
+
+
+def fit_calibration(records_measures: Iterable[tuple[str, str, Any]], cfg: ProsodyConfig | Config) -> Calibration:
+    """Fit tertile thresholds from (corpus, gender, measures) triples.
+
+    measures is a ProsodyMeasures or a mapping with the same keys (a record's
+    "prosody" field). Missing/NaN values (e.g. no voicing) are left out of
+    that attribute's statistics. Groups below cfg.min_group_size are not fitted,
+    so records of those groups fall back when levels are assigned.
+    """
+    pcfg = cfg.prosody if isinstance(cfg, Config) else cfg
+    values: dict[str, dict[str, list[float]]] = {a: {} for a in ATTRIBUTES}
+    for corpus, gender, measures in records_measures:
+        for attribute, (name, _) in ATTRIBUTES.items():
+            v = _value(measures, name)
+            if not np.isfinite(v):
+                continue
+            keys = [f"{corpus}/{gender}", f"{GLOBAL}/{gender}", GLOBAL] if attribute == "pitch" else [corpus, GLOBAL]
+            for key in keys:
+                values[attribute].setdefault(key, []).append(v)
+    if not values["energy"].get(GLOBAL):
+        raise CalibrationError("no records with finite measures to calibrate on")
+    groups: dict[str, dict[str, Thresholds]] = {}
+    for attribute, by_group in values.items():
+        groups[attribute] = {
+            k: _tertiles(v) for k, v in by_group.items() if k == GLOBAL or len(v) >= pcfg.min_group_size
+        }
+    return Calibration(pcfg.min_group_size, groups)
+
+
+def fit_calibration_from_records(records: Iterable[Mapping[str, Any]], cfg: ProsodyConfig | Config) -> Calibration:
+    """fit_calibration over annotated records (keys corpus, gender and prosody)."""
+    return fit_calibration(((r["corpus"], r.get("gender") or "unknown", r["prosody"]) for r in records), cfg)
+
+
+def assign_levels(
+    measures: Any, corpus: str, gender: str, calibration: Calibration
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Levels for one clip and the calibration group each came from.
+
+    Returns ({"pitch_level", "energy_level", "speed_level"}, {"pitch", "energy", "speed"}).
+    A level is None when its measure is missing (no voiced frame: no pitch to
+    rank); the caller decides whether that record is quarantined.
+    """
+    levels: dict[str, str | None] = {}
+    used: dict[str, str] = {}
+    for attribute, (name, names) in ATTRIBUTES.items():
+        group = calibration.group_for(attribute, corpus, gender or "unknown")
+        used[attribute] = group
+        v = _value(measures, name)
+        levels[f"{attribute}_level"] = calibration.groups[attribute][group].level(v, names) if np.isfinite(v) else None
+    return levels, used

@@ -1,0 +1,106 @@
+"""Calibration: tertiles per corpus (pitch per corpus x gender), fallbacks, JSON artifact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emotionthinker.prosody.levels import Calibration, CalibrationError, assign_levels, fit_calibration, fit_calibration_from_records
+
+
+def _m(st: float, db: float, rate: float) -> dict[str, float]:
+    return {"f0_median_st": st, "rms_dbfs": db, "articulation_rate_sps": rate}
+
+
+def _corpus(name: str, gender: str, n: int, st0: float, db0: float, rate0: float) -> list[tuple[str, str, dict]]:
+    # values st0 + 0..n-1 etc.: tertiles are known in closed form
+    return [(name, gender, _m(st0 + i, db0 + i, rate0 + 0.1 * i)) for i in range(n)]
+
+
+def test_tertiles_per_group_and_levels(cfg):
+    p = cfg.prosody.model_copy(update={"min_group_size": 30})
+    items = _corpus("a", "female", 30, 10.0, -40.0, 3.0) + _corpus("a", "male", 30, 0.0, -40.0, 3.0)
+    cal = fit_calibration(items, p)
+    f = cal.groups["pitch"]["a/female"]
+    assert f.n == 30
+    assert f.low_below == pytest.approx(np.quantile(np.arange(30) + 10.0, 1 / 3))
+    assert f.high_above == pytest.approx(np.quantile(np.arange(30) + 10.0, 2 / 3))
+    # energy/speed pool both genders of the corpus
+    assert cal.groups["energy"]["a"].n == 60
+    # 15 st is mid-range among the males (0..29 st) but low among the females (10..39 st)
+    levels, used = assign_levels(_m(15.0, -20.0, 2.0), "a", "male", cal)
+    assert levels == {"pitch_level": "normal", "energy_level": "high", "speed_level": "slow"}
+    assert used == {"pitch": "a/male", "energy": "a", "speed": "a"}
+    levels, used = assign_levels(_m(15.0, -40.0, 4.0), "a", "female", cal)
+    assert levels == {"pitch_level": "low", "energy_level": "low", "speed_level": "normal"}
+    assert used["pitch"] == "a/female"
+
+
+def test_each_tertile_holds_a_third(cfg):
+    rng = np.random.default_rng(0)
+    items = [("c", "male", _m(*v)) for v in rng.normal([5, -30, 4], [3, 5, 0.7], size=(300, 3))]
+    cal = fit_calibration(items, cfg.prosody)
+    counts = {"low": 0, "normal": 0, "high": 0}
+    for _, _, m in items:
+        counts[assign_levels(m, "c", "male", cal)[0]["pitch_level"]] += 1
+    assert all(95 <= c <= 105 for c in counts.values()), counts
+
+
+def test_small_groups_fall_back_and_say_so(cfg):
+    p = cfg.prosody.model_copy(update={"min_group_size": 20})
+    items = (
+        _corpus("big", "female", 25, 12.0, -30.0, 4.0)
+        + _corpus("big", "male", 25, 0.0, -30.0, 4.0)
+        + _corpus("small", "male", 5, 40.0, 0.0, 9.0)  # too few: no group of its own
+        + _corpus("big", "unknown", 3, 6.0, -30.0, 4.0)
+    )
+    cal = fit_calibration(items, p)
+    assert "small" not in cal.groups["energy"] and "small/male" not in cal.groups["pitch"]
+    _, used = assign_levels(_m(3.0, -30.0, 4.0), "small", "male", cal)
+    assert used == {"pitch": "global/male", "energy": "global", "speed": "global"}
+    _, used = assign_levels(_m(3.0, -30.0, 4.0), "big", "unknown", cal)  # 3 unknowns: no gender group anywhere
+    assert used["pitch"] == "global" and used["energy"] == "big"
+    # a corpus never seen at fitting time (a later batch) uses the global thresholds too
+    _, used = assign_levels(_m(3.0, -30.0, 4.0), "new", "female", cal)
+    assert used == {"pitch": "global/female", "energy": "global", "speed": "global"}
+
+
+def test_missing_pitch_is_left_out_not_guessed(cfg):
+    p = cfg.prosody.model_copy(update={"min_group_size": 3})
+    items = _corpus("a", "male", 6, 0.0, -30.0, 4.0) + [("a", "male", {"f0_median_st": None, "rms_dbfs": -30.0, "articulation_rate_sps": 4.0})]
+    cal = fit_calibration(items, p)
+    assert cal.groups["pitch"]["a/male"].n == 6 and cal.groups["energy"]["a"].n == 7
+    levels, used = assign_levels({"f0_median_st": float("nan"), "rms_dbfs": -30.0, "articulation_rate_sps": 4.0}, "a", "male", cal)
+    assert levels["pitch_level"] is None and levels["energy_level"] is not None and used["pitch"] == "a/male"
+
+
+def test_json_round_trip_labels_a_later_batch_identically(cfg, tmp_path):
+    rng = np.random.default_rng(1)
+    items = [("x", g, _m(*v)) for g in ("male", "female") for v in rng.normal([8, -35, 4.5], [4, 6, 0.8], size=(40, 3))]
+    cal = fit_calibration(items, cfg.prosody)
+    path = cal.save(tmp_path / "calibration.json")
+    loaded = Calibration.load(path)
+    assert loaded.groups == cal.groups and loaded.min_group_size == cal.min_group_size
+    json.loads(path.read_text())  # plain JSON artifact
+    batch = [("x", g, _m(*v)) for g in ("male", "female") for v in rng.normal([8, -35, 4.5], [4, 6, 0.8], size=(20, 3))]
+    for corpus, gender, m in batch:
+        assert assign_levels(m, corpus, gender, loaded) == assign_levels(m, corpus, gender, cal)
+
+
+def test_bad_calibration_files_are_rejected(cfg):
+    with pytest.raises(CalibrationError):
+        Calibration.from_json("{not json")
+    with pytest.raises(CalibrationError):
+        Calibration.from_json(json.dumps({"version": 99}))
+    with pytest.raises(CalibrationError):
+        fit_calibration([], cfg.prosody)
+
+
+def test_fit_from_annotated_records(cfg):
+    records = [
+        {"corpus": "r", "gender": "female", "prosody": _m(10.0 + i, -30.0 - i, 4.0)} for i in range(6)
+    ]
+    cal = fit_calibration_from_records(records, cfg.prosody)  # test profile: min_group_size 5
+    assert "r/female" in cal.groups["pitch"] and cal.groups["speed"]["r"].n == 6
