@@ -255,5 +255,32 @@ def rm_data(
         typer.echo(f"  {criterion:<32} " + " ".join(f"{hist[lv]:>5}" for lv in range(1, 6)))
 
 
+@app.command("sft-data")
+def sft_data(
+    annotated: Path = typer.Option(..., "--annotated", help="annotated records (.jsonl) from the annotate stage"),
+    cot_file: Optional[Path] = typer.Option(None, "--cot", help="EmotionCoT records (.jsonl) for cold-start CoT samples"),
+    out: Path = typer.Option(..., "--out", help="output folder: stage1/stage2 .{train,validation}.jsonl, audio/, report.json"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Build the prosody-centric SFT corpus: stress, attribute, comparative, ASR and CoT samples, GX-validated."""
+    from emotionthinker.records import read_jsonl
+    from emotionthinker.sft_data import build_sft_corpus
+    from emotionthinker.validation import ValidationFailed
+
+    cfg = _cfg(profile, config)
+    for path in (annotated, cot_file):
+        if path is not None and not path.is_file():
+            typer.secho(f"no such file: {path}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+    try:
+        report = build_sft_corpus(read_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
+    except ValidationFailed as exc:
+        typer.secho(f"sft-data stopped: {exc}; quarantine files in {out}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.summary())
+    typer.echo(f"  files: {out.resolve()}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import corpus_fixtures as F
-from conftest import EMODB_DIR, RAVDESS_DIR, requires_emodb, requires_ravdess
+from tests.conftest import EMODB_DIR, RAVDESS_DIR, requires_emodb, requires_ravdess
 from emotionthinker.config import PROJECT_ROOT
 from emotionthinker.corpora import (
     ADAPTERS, CorpusLayoutError, UnknownCorpusError, build_manifest, quarantine_path, write_manifest,

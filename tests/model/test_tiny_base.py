@@ -13,7 +13,7 @@ import torch
 
 from emotionthinker.audio import load_audio
 from emotionthinker.config import PROJECT_ROOT, load_config
-from conftest import RAVDESS_DIR, requires_ravdess
+from tests.conftest import RAVDESS_DIR, requires_ravdess
 
 pytestmark = pytest.mark.slow
 
