@@ -284,3 +284,38 @@ def sft_data(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+@app.command()
+def annotate(
+    manifest: Path = typer.Option(..., "--manifest", help="manifest .jsonl (from `manifest` or `ingest`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="annotated .jsonl; default <data>/annotated/<corpus>/annotated.jsonl"),
+    asr: bool = typer.Option(True, "--asr/--no-asr", help="word timings/transcripts by ASR (stressed words need them)"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="reuse level thresholds of an earlier batch"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: prosody.workers, 0 = all cores)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Annotate prosody (Prefect flow): levels, intonation, stress, traits -> GX -> DVC -> MLflow. Resumable."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.services import ui_url
+    from emotionthinker.validation import ValidationFailed
+    from flows.annotate import annotate_flow
+
+    if not manifest.is_file():
+        typer.secho(f"manifest not found: {manifest}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        res = annotate_flow(
+            manifest=str(manifest), out=str(out) if out else None, profile=cfg.profile,
+            config_file=str(config) if config else None, use_asr=asr,
+            calibration=str(calibration) if calibration else None, workers=workers,
+        )  # fmt: skip
+    except ValidationFailed as exc:
+        typer.secho(f"annotate stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['x_realtime']:.0f}x real time)")
+    typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
+    typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")

@@ -1,0 +1,311 @@
+"""Prosody annotation (EmotionCoT stage 1): manifest records -> annotated records.
+
+Two passes, because levels are calibrated over the whole annotated set:
+1. measure every clip (decode, F0, energy, rate, intonation, word timings,
+   stress, traits) in a process pool, streaming each result to
+   ``<out>.measures.jsonl`` as it finishes; a rerun after a kill skips the ids
+   already there, so no clip is measured twice and none is lost;
+2. fit (or load) the per-corpus calibration, assign pitch/energy/speed levels
+   and write ``<out>`` atomically. Pass 2 is cheap and deterministic.
+Unusable clips go to ``<out>.quarantine.jsonl`` with their reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotionthinker.audio import AudioError, load_audio
+from emotionthinker.config import Config
+from emotionthinker.prosody.f0 import ProsodyInputError
+from emotionthinker.prosody.intonation import released_intonation
+from emotionthinker.prosody.levels import Calibration, assign_levels, fit_calibration_from_records
+from emotionthinker.prosody.measures import measure_prosody
+from emotionthinker.records import QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, write_jsonl
+
+log = logging.getLogger(__name__)
+STAGE = "annotate"
+_GENDER_NAMES = {"male": "Male", "female": "Female"}
+
+
+@dataclass
+class AnnotateReport:
+    out: Path
+    measures: Path
+    quarantine: Path
+    calibration: Path
+    n_input: int
+    n_annotated: int
+    n_quarantined: int
+    n_resumed: int  # clips found already measured by an earlier (killed) run
+    audio_seconds: float
+    wall_seconds: float
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+
+def annotated_paths(out: Path) -> tuple[Path, Path, Path]:
+    """Side files of an annotation output: streamed measures, quarantine, calibration."""
+    stem = out.with_suffix("")
+    return (
+        stem.with_name(stem.name + ".measures.jsonl"),
+        stem.with_name(stem.name + ".quarantine.jsonl"),
+        stem.with_name(stem.name + ".calibration.json"),
+    )
+
+
+# -- pass 1: one clip ----------------------------------------------------------
+
+
+def measure_record(record: dict[str, Any], cfg: Config, use_asr: bool = True) -> dict[str, Any]:
+    """Every measurement of one clip; raises AudioError/ProsodyInputError for unusable clips."""
+    from emotionthinker.prosody.asr import get_transcriber
+    from emotionthinker.prosody.stress import build_stress_detector, stressed_words
+
+    sr = cfg.audio.sample_rate
+    y = load_audio(record["audio_path"], cfg.audio)
+    m = measure_prosody(y, sr, cfg.prosody)
+    out = dict(record)
+    prosody = m.to_record()
+    text = (record.get("transcription") or "").strip()
+    words: list[Any] = []
+    if text:
+        out["transcription_source"] = "corpus"
+        if use_asr:
+            words = get_transcriber(cfg.asr).align_known_text(y, text, record.get("language")).words
+    elif use_asr:
+        tr = get_transcriber(cfg.asr).transcribe(y)
+        out["transcription"], out["transcription_source"] = tr.text, "asr"
+        words = tr.words
+    else:
+        out["transcription_source"] = "none"
+    stressed: list[str] = []
+    if words:
+        prominences = build_stress_detector(cfg.asr, cfg.prosody).detect(y, sr, words, (m.f0_times, m.f0_hz))
+        prosody["words"] = [p.to_dict() for p in prominences]
+        stressed = stressed_words(prominences)
+    out["stress_source"] = cfg.asr.stress_detector if words else "none"
+    gender, gender_source = _speaker_gender(record, y, cfg)
+    age, age_source = _speaker_age(y, cfg)
+    out["prosody"] = prosody
+    out["gender_source"], out["age_source"] = gender_source, age_source
+    # Levels come in pass 2; everything measured per clip is final here.
+    out["annotations"] = {
+        "stressed_words": stressed,
+        "intonation": released_intonation(m.intonation.style, m.intonation.pattern, cfg.prosody),
+        "gender": gender,
+        "age_level": age,
+    }
+    return out
+
+
+def _speaker_gender(record: dict[str, Any], y, cfg: Config) -> tuple[str, str]:
+    known = _GENDER_NAMES.get(str(record.get("gender", "")).lower())
+    if known:
+        return known, "corpus"
+    from emotionthinker.traits.gender import predict_gender_for_config
+
+    label, _prob = predict_gender_for_config(y, cfg)
+    return label, "classifier"
+
+
+def _speaker_age(y, cfg: Config) -> tuple[str, str]:
+    from emotionthinker.traits.age import estimate_age_for_config
+
+    return estimate_age_for_config(y, cfg)
+
+
+def _quarantine(record: dict[str, Any], reason: str, error_type: str, detail: str) -> dict[str, Any]:
+    return QuarantineRecord(
+        id=record.get("id", "?"),
+        audio_path=record.get("audio_path", "?"),
+        stage=STAGE,
+        reason=reason,
+        error_type=error_type,
+        detail=detail,
+    ).model_dump(mode="json")
+
+
+def _measure_or_quarantine(record: dict[str, Any], cfg: Config, use_asr: bool) -> tuple[str, dict[str, Any]]:
+    try:
+        return "ok", measure_record(record, cfg, use_asr)
+    except (AudioError, ProsodyInputError) as exc:
+        return "quarantine", _quarantine(record, exc.reason, type(exc).__name__, str(exc))
+    except Exception as exc:  # one broken clip must not stop a 35K-clip batch; the reason is kept
+        log.exception("annotating %s failed", record.get("id"))
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return "quarantine", _quarantine(record, "annotator_error", type(exc).__name__, detail)
+
+
+# Process-pool workers receive the config once (initializer), not per clip.
+_WORKER_CFG: Config | None = None
+
+
+def _init_worker(cfg_json: str) -> None:
+    global _WORKER_CFG
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one clip per core; no oversubscription
+    _WORKER_CFG = Config.model_validate_json(cfg_json)
+
+
+def _worker(record: dict[str, Any], use_asr: bool) -> tuple[str, dict[str, Any]]:
+    assert _WORKER_CFG is not None
+    return _measure_or_quarantine(record, _WORKER_CFG, use_asr)
+
+
+def _measure_stream(
+    records: list[dict[str, Any]], cfg: Config, workers: int, use_asr: bool
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield results as they finish, keeping at most 2*workers clips in flight (bounded memory)."""
+    if workers <= 1:
+        for rec in records:
+            yield _measure_or_quarantine(rec, cfg, use_asr)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork after torch/ctranslate2 threads start can deadlock
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg.model_dump_json(),)) as pool:
+        pending: set[Future] = set()
+        it = iter(records)
+        for rec in it:
+            pending.add(pool.submit(_worker, rec, use_asr))
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+        for f in pending:
+            yield f.result()
+
+
+# -- pass 2: levels ------------------------------------------------------------
+
+
+def apply_levels(measured: Iterable[dict[str, Any]], calibration: Calibration) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Attach calibrated levels; a clip whose level cannot be ranked is quarantined, not guessed."""
+    for rec in measured:
+        levels, used = assign_levels(rec["prosody"], rec["corpus"], rec.get("gender") or "unknown", calibration)
+        if levels.get("pitch_level") is None and not rec["prosody"].get("f0_median_hz"):
+            # Whispered or unvoiced speech has no F0 to rank: say so rather than guess a level.
+            levels["pitch_level"] = "unknown"
+        missing = [k for k, v in levels.items() if v is None]
+        if missing:
+            yield "quarantine", _quarantine(rec, "unmeasurable_level", "LevelError", f"no measure for {', '.join(missing)}")
+            continue
+        out = dict(rec)
+        out["annotations"] = {**levels, **rec["annotations"]}
+        out["prosody"] = {**rec["prosody"], "calibration": used}
+        yield "ok", out
+
+
+def annotate_manifest(
+    manifest: Path | Iterable[dict[str, Any]],
+    out: Path,
+    cfg: Config,
+    *,
+    use_asr: bool = True,
+    calibration: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> AnnotateReport:
+    """Annotate every record of a manifest; resumable and idempotent (see module docstring)."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    measures_path, quarantine_path, calib_path = annotated_paths(out)
+    records = list(iter_jsonl(manifest)) if isinstance(manifest, (str, Path)) else list(manifest)
+    if limit is not None:
+        records = records[:limit]
+    ids = [r["id"] for r in records]
+    dupes = [k for k, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise ValueError(f"manifest has duplicate ids (first: {dupes[:3]}); ids must be unique to resume safely")
+    measured_ids = prepare_resume(measures_path)
+    quarantined_ids = prepare_resume(quarantine_path)
+    todo = [r for r in records if r["id"] not in measured_ids and r["id"] not in quarantined_ids]
+    n_resumed = len(records) - len(todo)
+    workers = workers if workers is not None else (cfg.prosody.workers or os.cpu_count() or 1)
+    workers = max(1, min(workers, len(todo) or 1))
+
+    bar = _progress(len(todo), progress)
+    audio_s = 0.0
+    for status, rec in _measure_stream(todo, cfg, workers, use_asr):
+        if status == "ok":
+            append_jsonl(measures_path, rec)
+            audio_s += float(rec["prosody"].get("duration_s") or 0.0)
+        else:
+            append_jsonl(quarantine_path, rec)
+        bar.update(1)
+    bar.close()
+
+    wanted = set(ids)
+    measured = [r for r in iter_jsonl(measures_path) if r["id"] in wanted]
+    if calibration is not None:
+        calib = Calibration.load(calibration)
+    else:
+        calib = fit_calibration_from_records(measured, cfg)
+    calib.save(calib_path)
+    annotated: list[dict[str, Any]] = []
+    for status, rec in apply_levels(measured, calib):
+        if status == "ok":
+            annotated.append(rec)
+        elif rec["id"] not in quarantined_ids:
+            append_jsonl(quarantine_path, rec)
+            quarantined_ids.add(rec["id"])
+    order = {k: i for i, k in enumerate(ids)}
+    annotated.sort(key=lambda r: order[r["id"]])
+    write_jsonl(out, annotated)
+    done = {r["id"] for r in annotated}
+    # A clip quarantined by an earlier calibration and annotated now counts once, as annotated.
+    quarantined = [q for q in iter_jsonl(quarantine_path) if q["id"] in wanted and q["id"] not in done]
+    return AnnotateReport(
+        out=out,
+        measures=measures_path,
+        quarantine=quarantine_path,
+        calibration=calib_path,
+        n_input=len(records),
+        n_annotated=len(annotated),
+        n_quarantined=len({q["id"] for q in quarantined}),
+        n_resumed=n_resumed,
+        audio_seconds=audio_s,
+        wall_seconds=time.perf_counter() - t0,
+        quarantine_by_reason=dict(Counter(q["reason"] for q in quarantined)),
+    )
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="annotate", unit="clip", disable=not enabled or total == 0, mininterval=1.0)
+
+
+def annotation_dir(cfg: Config, manifest: Path) -> Path:
+    """<data>/annotated/<name>/, named after the manifest's dataset folder (its corpus)."""
+    name = manifest.parent.name if manifest.stem == "manifest" else manifest.stem
+    return cfg.data_dir / "annotated" / name
+
+
+def finalize_validated(report: AnnotateReport, validation: Any, cfg: Config) -> Exception | None:
+    """Keep only rows that passed validation in the output, move the others to the quarantine,
+    and return the error that stops the flow when too many clips failed (None otherwise)."""
+    from emotionthinker.validation import ValidationFailed
+
+    if validation.quarantined:
+        write_jsonl(report.out, validation.valid)
+        for q in validation.quarantined:
+            append_jsonl(report.quarantine, q)
+    failures = report.n_quarantined + len(validation.quarantined)
+    rate = failures / report.n_input if report.n_input else 0.0
+    if rate > cfg.validation.max_failure_rate:
+        reasons = Counter(report.quarantine_by_reason) + Counter(q.reason for q in validation.quarantined)
+        return ValidationFailed("annotate", rate, cfg.validation.max_failure_rate, reasons)
+    return None

@@ -1,0 +1,59 @@
+"""The `annotate` flow (EmotionCoT stage 1): manifest -> prosody/ASR/stress/traits annotation
+(process pool, streamed, resumable) -> calibrated levels -> GX validation with quarantine
+-> DVC add + push -> MLflow run with label distributions, thresholds and F0-contour plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from emotionthinker.annotate import annotation_dir, finalize_validated
+from emotionthinker.config import load_config
+from tasks.annotate import annotate_clips, log_annotate_run, validate_annotated, version_annotations
+
+
+@flow(name="annotate")
+def annotate_flow(
+    manifest: str,
+    out: str | None = None,
+    profile: str = "tiny",
+    config_file: str | None = None,
+    use_asr: bool = True,
+    calibration: str | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    cfg = load_config(profile, config_file)
+    manifest_path = Path(manifest).resolve()
+    out_path = Path(out).resolve() if out else annotation_dir(cfg, manifest_path) / "annotated.jsonl"
+
+    report = annotate_clips(manifest_path, out_path, cfg, use_asr, Path(calibration) if calibration else None, workers)
+    logger.info(
+        "annotated %d of %d clips (%d resumed, %d quarantined %s) at %.0fx real time",
+        report.n_annotated, report.n_input, report.n_resumed, report.n_quarantined,
+        report.quarantine_by_reason or "", report.realtime_factor,
+    )  # fmt: skip
+    validation = validate_annotated(out_path, cfg)
+    failed = finalize_validated(report, validation, cfg)
+    data_version = None if failed else version_annotations(out_path.parent, cfg)
+    run_id = log_annotate_run(cfg, manifest_path, report, validation, data_version, use_asr)
+    if failed:
+        logger.error("%s; MLflow run %s", failed, run_id)
+        raise failed
+    return {
+        "annotated": str(out_path),
+        "quarantine": str(report.quarantine),
+        "calibration": str(report.calibration),
+        "counts": {
+            "input": report.n_input,
+            "annotated": len(validation.valid),
+            "quarantined": report.n_quarantined + len(validation.quarantined),
+            "resumed": report.n_resumed,
+        },
+        "x_realtime": report.realtime_factor,
+        "data_version": data_version,
+        "run_id": run_id,
+    }
