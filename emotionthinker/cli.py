@@ -319,3 +319,23 @@ def annotate(
     typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['x_realtime']:.0f}x real time)")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
     typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+
+
+@app.command()
+def demo(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Run the main job on embedded defaults: demo corpus -> ingest -> annotate, then say where to look."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.services import ui_url
+    from flows.demo import demo_flow
+
+    res = demo_flow(profile=cfg.profile, config_file=str(config) if config else None)
+    ing, ann = res["ingest"], res["annotate"]
+    typer.echo("\n=== EmotionThinker demo: done ===")
+    typer.echo(f"stages (s): {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}")
+    typer.echo(f"ingest:   {json.dumps(ing['counts']['by_label'])}  -> {ing['manifest']}")
+    typer.echo(f"annotate: {json.dumps(ann['counts'])}  -> {ann['annotated']}")
+    typer.echo(f"data versions (DVC md5): {json.dumps({**ing['data_version'], **(ann['data_version'] or {})})}")
+    typer.echo(f"MLflow runs: ingest {ing['run_id']}, annotate {ann['run_id']}")
+    typer.echo(f"look: `make ui` (or `.venv/bin/emotionthinker ui`) -> {ui_url(cfg)}")
