@@ -339,3 +339,41 @@ def demo(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt
     typer.echo(f"data versions (DVC md5): {json.dumps({**ing['data_version'], **(ann['data_version'] or {})})}")
     typer.echo(f"MLflow runs: ingest {ing['run_id']}, annotate {ann['run_id']}")
     typer.echo(f"look: `make ui` (or `.venv/bin/emotionthinker ui`) -> {ui_url(cfg)}")
+
+
+train_app = typer.Typer(no_args_is_help=True, help="Training stages: sft (EmotionThinker-Base); rm and grpo follow.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("sft")
+def train_sft(
+    data: Optional[Path] = typer.Option(None, "--data", help="folder with stage{1,2}.{train,validation}.jsonl (default: sft.data_dir or <paths.data>/sft)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Prosody-centric SFT (Prefect flow): stage I -> stage II (LoRA, merged) -> evaluation -> registry @challenger."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.services import ui_url
+    from emotionthinker.validation import ValidationFailed
+    from flows.sft import sft_flow
+    from models.sft import SftDataError, SftTrainingError
+
+    try:
+        res = sft_flow(profile=cfg.profile, config_file=str(config) if config else None,
+                       data_dir=str(data.resolve()) if data else None)  # fmt: skip
+    except (SftDataError, ValidationFailed, SftTrainingError) as exc:
+        typer.secho(f"sft stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    for stage, r in res["stages"].items():
+        typer.echo(f"{stage}: {r['global_step']} steps, loss {r['first_loss']} -> {r['last_loss']}, {r['runtime_s']:.0f} s"
+                   + (" (reused)" if r["reused"] else "") + f"\n  model: {r['model_dir']}")  # fmt: skip
+    typer.echo(f"held-out (trained): {json.dumps({k: round(v, 3) for k, v in res['eval'].items()})}")
+    if res["base_eval"]:
+        typer.echo(f"held-out (base):    {json.dumps({k: round(v, 3) for k, v in res['base_eval'].items()})}")
+    if res["registered"]:
+        reg = res["registered"]
+        typer.echo(f"registered {reg['name']} v{reg['version']} @{reg['alias']} (load with {reg['source']})")
+    typer.echo(f"data version: {json.dumps(res['data_version'])}; {res['wall_s']:.0f} s")
+    typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
