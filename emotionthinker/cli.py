@@ -323,7 +323,7 @@ def annotate(
 
 @app.command()
 def demo(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt) -> None:
-    """Run the main job on embedded defaults: demo corpus -> ingest -> annotate, then say where to look."""
+    """Run the main job on embedded defaults: demo corpus -> ingest -> annotate -> CoT, then say where to look."""
     import json
 
     cfg = _cfg(profile, config)
@@ -336,8 +336,11 @@ def demo(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt
     typer.echo(f"stages (s): {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}")
     typer.echo(f"ingest:   {json.dumps(ing['counts']['by_label'])}  -> {ing['manifest']}")
     typer.echo(f"annotate: {json.dumps(ann['counts'])}  -> {ann['annotated']}")
-    typer.echo(f"data versions (DVC md5): {json.dumps({**ing['data_version'], **(ann['data_version'] or {})})}")
-    typer.echo(f"MLflow runs: ingest {ing['run_id']}, annotate {ann['run_id']}")
+    cot = res["cot"]
+    typer.echo(f"cot:      {json.dumps(cot['counts'])} ({cot['writer']})  -> {cot['directory']}")
+    versions = {**ing["data_version"], **(ann["data_version"] or {}), **(cot["data_version"] or {})}
+    typer.echo(f"data versions (DVC md5): {json.dumps(versions)}")
+    typer.echo(f"MLflow runs: ingest {ing['run_id']}, annotate {ann['run_id']}, cot {cot['run_id']}")
     typer.echo(f"look: `make ui` (or `.venv/bin/emotionthinker ui`) -> {ui_url(cfg)}")
 
 

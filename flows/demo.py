@@ -1,7 +1,7 @@
 """The `demo` flow: what `make demo` runs on embedded defaults.
 
 Synthesise the demo corpus -> ingest (manifest, GX, DVC, MLflow) -> annotate
-(prosody, ASR, stress, traits). Later stages join here as they land; the
+(prosody, ASR, stress, traits) -> CoT reasoning and reward-model tuples. Later stages join here as they land; the
 retrain flow of DESIGN.md grows out of this one.
 """
 
@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from emotionthinker.config import load_config
 from flows.annotate import annotate_flow
+from flows.cot import cot_flow
 from flows.ingest import ingest_flow
 
 
@@ -41,5 +42,9 @@ def demo_flow(profile: str = "tiny", config_file: str | None = None) -> dict[str
     t = time.perf_counter()
     annotated = annotate_flow(manifest=ingested["manifest"], profile=profile, config_file=config_file)
     stages["annotate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cot = cot_flow(annotated=annotated["annotated"], profile=profile, config_file=config_file)
+    stages["cot"] = time.perf_counter() - t
     logger.info("demo finished: %s", {k: round(v, 1) for k, v in stages.items()})
-    return {"ingest": ingested, "annotate": annotated, "seconds": stages}
+    return {"ingest": ingested, "annotate": annotated, "cot": cot, "seconds": stages}
