@@ -380,3 +380,30 @@ def train_sft(
         typer.echo(f"registered {reg['name']} v{reg['version']} @{reg['alias']} (load with {reg['source']})")
     typer.echo(f"data version: {json.dumps(res['data_version'])}; {res['wall_s']:.0f} s")
     typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+
+
+@app.command("cot-data")
+def cot_data(
+    annotated: Path = typer.Option(..., "--annotated", help="annotated records .jsonl (from `annotate`)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="default <data>/cot/<corpus>/"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """The CoT stage as a Prefect flow: reasoning + reward-model tuples -> GX -> DVC -> MLflow."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.validation import ValidationFailed
+    from flows.cot import cot_flow
+
+    if not annotated.is_file():
+        typer.secho(f"annotated records not found: {annotated}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        res = cot_flow(annotated=str(annotated), out_dir=str(out_dir) if out_dir else None,
+                       profile=cfg.profile, config_file=str(config) if config else None)  # fmt: skip
+    except ValidationFailed as exc:
+        typer.secho(f"cot stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{res['writer']}: {json.dumps(res['counts'])}\n  cot: {res['cot']}\n  rm tuples: {res['rm_tuples']}")
+    typer.echo(f"  data version: {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}")

@@ -55,6 +55,8 @@ class ServicesConfig(_Section):
     prefect_api_url: str = ""  # empty -> Prefect's temporary local server
     prefect_home: str = ""  # empty -> <workspace>/prefect
     dvc_remote_url: str = ""  # empty -> <workspace>/dvc-remote
+    # False under `dvc repro`: the pipeline (dvc.yaml) tracks stage outputs, so flows must not `dvc add` them.
+    dvc_track: bool = True
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)
 

@@ -128,6 +128,9 @@ def dvc_add_and_push(path: Path, cfg: Config, project_root: Path = PROJECT_ROOT)
     path = Path(path).resolve()
     if not path.exists():
         raise VersioningError(f"cannot version {path}: it does not exist")
+    if not cfg.services.dvc_track:
+        # dvc.yaml owns this output; record the same content hash DVC will put in dvc.lock.
+        return {"path": str(path), "md5": content_md5(path), "dvc_file": "dvc.lock", "remote": ""}
     root = ensure_dvc_repo(cfg, project_root)
     if not path.is_relative_to(root) or path == root:
         raise VersioningError(f"cannot version {path}: it is outside the DVC repository at {root}")
@@ -162,3 +165,21 @@ def remote_has(md5: str, cfg: Config) -> bool:
     if md5.endswith(".dir"):
         return all(obj(entry["md5"]).is_file() for entry in json.loads(obj(md5).read_text()))
     return True
+
+
+def content_md5(path: Path) -> str:
+    """DVC's md5 of a file, or of a folder ('<md5 of its listing>.dir'), computed the way DVC does."""
+    from dvc_data.hashfile.hash import file_md5
+
+    path = Path(path)
+    if path.is_file():
+        return file_md5(str(path))
+    import hashlib
+    import json
+
+    entries = [
+        {"md5": file_md5(str(f)), "relpath": f.relative_to(path).as_posix()}
+        for f in sorted(path.rglob("*"), key=lambda f: f.relative_to(path).as_posix())
+        if f.is_file()
+    ]
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
