@@ -12,11 +12,12 @@ Unusable clips go to ``<out>.quarantine.jsonl`` with their reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -145,16 +146,30 @@ def _measure_or_quarantine(record: dict[str, Any], cfg: Config, use_asr: bool) -
     except Exception as exc:  # one broken clip must not stop a 35K-clip batch; the reason is kept
         log.exception("annotating %s failed", record.get("id"))
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return "quarantine", _quarantine(record, "annotator_error", type(exc).__name__, detail)
+        # Model errors (ASR, stress, gender) carry a reason code of their own, e.g. gender_model_unavailable.
+        reason = getattr(exc, "reason", None) or "annotator_error"
+        return "quarantine", _quarantine(record, str(reason), type(exc).__name__, detail)
 
 
 # Process-pool workers receive the config once (initializer), not per clip.
 _WORKER_CFG: Config | None = None
+# Clips queued per spawned worker: enough that a worker never idles while the parent, which
+# hands out work between clips of its own, is busy measuring one.
+_QUEUED_PER_WORKER = 4
 
 
 def _init_worker(cfg_json: str) -> None:
     global _WORKER_CFG
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one clip per core; no oversubscription
+    # One clip per core: no library may start a thread pool of its own. The variables reach
+    # libraries imported from here on (torch, ctranslate2); BLAS is already loaded, so limit it directly.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
     _WORKER_CFG = Config.model_validate_json(cfg_json)
 
 
@@ -163,28 +178,84 @@ def _worker(record: dict[str, Any], use_asr: bool) -> tuple[str, dict[str, Any]]
     return _measure_or_quarantine(record, _WORKER_CFG, use_asr)
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
 def _measure_stream(
     records: list[dict[str, Any]], cfg: Config, workers: int, use_asr: bool
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield results as they finish, keeping at most 2*workers clips in flight (bounded memory)."""
-    if workers <= 1:
-        for rec in records:
-            yield _measure_or_quarantine(rec, cfg, use_asr)
+    """Yield results as they finish, with ``workers`` processes: this one and ``workers - 1`` spawned.
+
+    A spawned worker spends its first seconds importing numpy, scipy and parselmouth; on a
+    2-core machine that is as long as measuring a few hundred clips. So the parent measures
+    clips itself from the first moment and hands clips to the pool only once a worker has
+    answered a ping: until then every clip is the parent's, and a batch that the parent
+    finishes alone does not wait for the pool at all. At most _QUEUED_PER_WORKER clips per
+    worker are in flight (bounded memory); when the queue runs dry the parent takes back
+    the clips no worker has started, so the run does not end waiting on a worker's backlog.
+    """
+    queue = deque(records)
+    if workers <= 1 or len(queue) <= 1:
+        while queue:
+            yield _measure_or_quarantine(queue.popleft(), cfg, use_asr)
         return
     import multiprocessing as mp
 
+    n_spawned = workers - 1
     ctx = mp.get_context("spawn")  # fork after torch/ctranslate2 threads start can deadlock
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg.model_dump_json(),)) as pool:
-        pending: set[Future] = set()
-        it = iter(records)
-        for rec in it:
-            pending.add(pool.submit(_worker, rec, use_asr))
-            if len(pending) >= 2 * workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    pool = ProcessPoolExecutor(n_spawned, mp_context=ctx, initializer=_init_worker, initargs=(cfg.model_dump_json(),))
+    ready = False
+    try:
+        pings = [pool.submit(_ready) for _ in range(n_spawned)]
+        pending: dict[Future, dict[str, Any]] = {}
+        while queue or pending:
+            if not ready:
+                ready = any(p.done() and p.result() for p in pings)  # result() raises if the pool broke
+            while ready and queue and len(pending) < _QUEUED_PER_WORKER * n_spawned:
+                rec = queue.popleft()
+                pending[pool.submit(_worker, rec, use_asr)] = rec
+            for f in [f for f in pending if f.done()]:
+                del pending[f]
+                yield f.result()
+            if not queue:
+                # Clips still waiting for a worker come back to the parent (cancel() fails once one has started).
+                queue.extend(pending.pop(f) for f in list(pending) if f.cancel())
+            if queue:
+                yield _measure_or_quarantine(queue.popleft(), cfg, use_asr)
+            elif pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
+                    del pending[f]
                     yield f.result()
-        for f in pending:
-            yield f.result()
+    finally:
+        # Workers still importing when the parent finished alone exit on their own; nobody waits for them.
+        pool.shutdown(wait=ready, cancel_futures=True)
+
+
+class _LineAppender:
+    """Streams JSON lines to a file: each line is flushed to the OS at once, so a killed run
+    (SIGKILL included) keeps every finished record; fsync, which costs milliseconds per call
+    and only protects against a power cut, runs at most every FSYNC_INTERVAL_S and on close."""
+
+    FSYNC_INTERVAL_S = 2.0
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+        self._synced = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        if time.monotonic() - self._synced > self.FSYNC_INTERVAL_S:
+            os.fsync(self._fh.fileno())
+            self._synced = time.monotonic()
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
 
 
 # -- pass 2: levels ------------------------------------------------------------
@@ -238,17 +309,23 @@ def annotate_manifest(
 
     bar = _progress(len(todo), progress)
     audio_s = 0.0
-    for status, rec in _measure_stream(todo, cfg, workers, use_asr):
-        if status == "ok":
-            append_jsonl(measures_path, rec)
-            audio_s += float(rec["prosody"].get("duration_s") or 0.0)
-        else:
-            append_jsonl(quarantine_path, rec)
-        bar.update(1)
-    bar.close()
+    measures_out, quarantine_out = _LineAppender(measures_path), _LineAppender(quarantine_path)
+    try:
+        for status, rec in _measure_stream(todo, cfg, workers, use_asr):
+            if status == "ok":
+                measures_out.write(rec)
+                audio_s += float(rec["prosody"].get("duration_s") or 0.0)
+            else:
+                quarantine_out.write(rec)
+            bar.update(1)
+    finally:
+        measures_out.close()
+        quarantine_out.close()
+        bar.close()
 
     wanted = set(ids)
-    measured = [r for r in iter_jsonl(measures_path) if r["id"] in wanted]
+    # First record per id: a measures file shared by two concurrent runs must not duplicate output rows.
+    measured = list({r["id"]: r for r in reversed(list(iter_jsonl(measures_path))) if r["id"] in wanted}.values())
     if calibration is not None:
         calib = Calibration.load(calibration)
     else:
@@ -266,7 +343,8 @@ def annotate_manifest(
     write_jsonl(out, annotated)
     done = {r["id"] for r in annotated}
     # A clip quarantined by an earlier calibration and annotated now counts once, as annotated.
-    quarantined = [q for q in iter_jsonl(quarantine_path) if q["id"] in wanted and q["id"] not in done]
+    # One entry per id (the latest): a rerun may have quarantined the same clip again.
+    quarantined = list({q["id"]: q for q in iter_jsonl(quarantine_path) if q["id"] in wanted and q["id"] not in done}.values())
     return AnnotateReport(
         out=out,
         measures=measures_path,
@@ -274,7 +352,7 @@ def annotate_manifest(
         calibration=calib_path,
         n_input=len(records),
         n_annotated=len(annotated),
-        n_quarantined=len({q["id"] for q in quarantined}),
+        n_quarantined=len(quarantined),
         n_resumed=n_resumed,
         audio_seconds=audio_s,
         wall_seconds=time.perf_counter() - t0,
@@ -301,8 +379,11 @@ def finalize_validated(report: AnnotateReport, validation: Any, cfg: Config) -> 
 
     if validation.quarantined:
         write_jsonl(report.out, validation.valid)
+        # A rerun validates the same rows again: a clip already quarantined for the same reason is not repeated.
+        known = {(q["id"], q["stage"], q["reason"]) for q in iter_jsonl(report.quarantine)}
         for q in validation.quarantined:
-            append_jsonl(report.quarantine, q)
+            if (q.id, q.stage, q.reason) not in known:
+                append_jsonl(report.quarantine, q)
     failures = report.n_quarantined + len(validation.quarantined)
     rate = failures / report.n_input if report.n_input else 0.0
     if rate > cfg.validation.max_failure_rate:

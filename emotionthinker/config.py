@@ -399,6 +399,55 @@ class SftConfig(_Section):
     registered_alias: str = "challenger"
 
 
+class RmConfig(_Section):
+    """Reasoning reward model (DESIGN.md stage 6): trained on the (q, r, g) tuples, answers the four-field JSON.
+
+    Training goes through the SFT trainer (models/sft.py): `lora` = LM LoRA merged before saving (stage II
+    path), `full` = adapter + LM (+ the top `encoder_layers` of the encoder; stage I path). Defaults are
+    the `tiny` profile (tens of CPU steps); `paper` sets ours for Qwen2.5-Omni-3B (the paper gives none).
+    """
+
+    base_source: str = ""  # model to train; empty -> models.reward_source
+    # What GRPO-PTR scores with (grpo.untrained_rm -> the untrained base instead).
+    scorer_source: str = "registry:emotionthinker-reward@challenger"
+    output_dir: str = ""  # checkpoints and final model; empty -> <workspace>/reward_model
+    method: Literal["lora", "full"] = "lora"
+    encoder_layers: int = Field(0, ge=-1)  # `full` only: top encoder layers to train (-1 all)
+    learning_rate: float = Field(3e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(40, ge=0)  # > 0 overrides epochs
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: float = Field(0.1, ge=0)  # < 1: share of the steps
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    deepspeed: str = ""  # as sft.deepspeed: "", "zero2", "zero3" or a JSON path
+    num_processes: int = Field(1, ge=1)
+    seed: int = 0
+    max_train_tuples: int = Field(0, ge=0)  # 0 -> all
+    # Held-out tuples: those of records in these splits (speaker-disjoint when the corpus splits are);
+    # with none there, a seeded `eval_fraction` of the records.
+    eval_splits: list[str] = ["validation"]
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    eval_max_tuples: int = Field(0, ge=0)  # 0 -> all held-out tuples
+    eval_batch_size: int = Field(8, ge=1)
+    eval_base: bool = False  # score the held-out tuples with the untrained base too (the ablation)
+    max_new_tokens: int = Field(64, ge=1)  # the JSON answer is ~40 tokens
+    sample_predictions: int = Field(12, ge=0)  # rows of the MLflow sample-predictions table
+    register_model: bool = True
+    registered_model_name: str = "emotionthinker-reward"
+    registered_alias: str = "challenger"
+
+
 class Config(_Section):
     profile: Profile = "tiny"
     paths: PathsConfig = PathsConfig()
@@ -415,6 +464,7 @@ class Config(_Section):
     models: ModelsConfig = ModelsConfig()
     grpo: GrpoConfig = GrpoConfig()
     sft: SftConfig = SftConfig()
+    rm: RmConfig = RmConfig()
 
     # -- derived locations -------------------------------------------------
     @property
@@ -468,6 +518,10 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "stage1_max_steps": 2, "stage2_max_steps": 2, "per_device_batch_size": 2, "save_steps": 1,
             "eval_max_samples": 2, "eval_max_new_tokens": 16, "generation_samples": 2, "warmup_steps": 0,
         },
+        "rm": {
+            "max_steps": 2, "per_device_batch_size": 2, "save_steps": 1, "warmup_steps": 0, "eval_max_tuples": 4,
+            "eval_batch_size": 4, "max_new_tokens": 16, "sample_predictions": 2,
+        },
     },
     "paper": {
         "paths": {"workspace": "var/paper", "data": "var/paper/data"},
@@ -489,6 +543,12 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "per_device_batch_size": 4, "gradient_accumulation_steps": 4, "warmup_steps": 0.03,
             "gradient_checkpointing": True, "save_steps": 500, "logging_steps": 10, "deepspeed": "zero3",
             "num_processes": 8, "eval_max_samples": 500, "eval_batch_size": 16, "eval_max_new_tokens": 1024,
+        },
+        # Reward model on Qwen2.5-Omni-3B (models.reward_source): the paper gives no RM hyper-parameters; ours.
+        "rm": {
+            "method": "full", "learning_rate": 1e-5, "epochs": 1, "max_steps": 0, "per_device_batch_size": 4,
+            "gradient_accumulation_steps": 4, "warmup_steps": 0.03, "gradient_checkpointing": True, "save_steps": 500,
+            "logging_steps": 10, "deepspeed": "zero3", "num_processes": 8, "eval_max_tuples": 2000, "eval_batch_size": 16,
         },
     },
 }
