@@ -326,13 +326,16 @@ def annotate_manifest(
     wanted = set(ids)
     # First record per id: a measures file shared by two concurrent runs must not duplicate output rows.
     measured = list({r["id"]: r for r in reversed(list(iter_jsonl(measures_path))) if r["id"] in wanted}.values())
-    if calibration is not None:
-        calib = Calibration.load(calibration)
-    else:
-        calib = fit_calibration_from_records(measured, cfg)
-    calib.save(calib_path)
     annotated: list[dict[str, Any]] = []
-    for status, rec in apply_levels(measured, calib):
+    if calibration is not None:
+        calib: Calibration | None = Calibration.load(calibration)
+    elif measured:
+        calib = fit_calibration_from_records(measured, cfg)
+    else:  # every clip quarantined: nothing to calibrate; the failure rate stops the flow
+        calib = None
+    if calib is not None:
+        calib.save(calib_path)
+    for status, rec in apply_levels(measured, calib) if calib is not None else ():
         if status == "ok":
             annotated.append(rec)
         elif rec["id"] not in quarantined_ids:

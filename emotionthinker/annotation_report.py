@@ -140,13 +140,17 @@ def log_annotate_run(
     validation: ValidationReport,
     data_version: dict[str, str] | None,
     use_asr: bool,
+    failed: Exception | None = None,
 ) -> str:
-    """One MLflow run: params, counts, speed, label distributions, thresholds, contour plots, GX results."""
+    """One MLflow run: params, counts, speed, label distributions, thresholds, contour plots, GX results.
+
+    With `failed` (the error that stops the flow) the run is recorded as FAILED with the same artifacts.
+    """
     import json
 
     import pandas as pd
 
-    from emotionthinker.tracking import start_stage_run
+    from emotionthinker.tracking import metric_key, start_stage_run
     from emotionthinker.validation import results_payload
 
     params = {
@@ -157,31 +161,49 @@ def log_annotate_run(
         "prosody": cfg.prosody.model_dump(mode="json"),
     }
     dist = level_distributions(validation.valid)
-    with start_stage_run(cfg, "annotate", params, data_version, run_name="annotate") as run:
-        run.log_metrics(
-            {
-                "records_in": report.n_input,
-                "records_annotated": len(validation.valid),
-                "quarantined_annotate": report.n_quarantined,
-                "quarantined_validate": len(validation.quarantined),
-                "resumed": report.n_resumed,
-                "audio_seconds": report.audio_seconds,
-                "wall_seconds": report.wall_seconds,
-                "x_realtime": report.realtime_factor,
-            }
-        )
-        run.log_dict(dist, "annotate/label_distributions.json")
-        run.log_dict({"warnings": balance_warnings(dist)}, "annotate/balance_warnings.json")
-        run.log_dict(json.loads(Path(report.calibration).read_text()), "annotate/calibration.json")
-        run.log_dict(results_payload(validation), "validation/gx_results.json")
-        q = [*map(dict, _read(report.quarantine)), *(x.model_dump(mode="json") for x in validation.quarantined)]
-        if q:
-            run.log_table(pd.DataFrame(q), "annotate/quarantine.json")
-        sample = [flatten_annotated(r) for r in validation.valid[:50]]
-        if sample:
-            run.log_table(pd.DataFrame(sample), "annotate/sample_annotations.json")
-            run.log_figure(plot_contours(validation.valid, cfg), "annotate/f0_contours.png")
-        return run.run_id
+    try:
+        with start_stage_run(cfg, "annotate", params, data_version, run_name="annotate") as run:
+            run.log_metrics(
+                {
+                    "records_in": report.n_input,
+                    "records_annotated": len(validation.valid),
+                    "quarantined_annotate": report.n_quarantined,
+                    "quarantined_validate": len(validation.quarantined),
+                    "resumed": report.n_resumed,
+                    "audio_seconds": report.audio_seconds,
+                    "wall_seconds": report.wall_seconds,
+                    "x_realtime": report.realtime_factor,
+                }
+            )
+            run.log_metrics({metric_key(f"label.{corpus}.{attr}.{value}"): n for corpus, attrs in dist.items()
+                             for attr, counts in attrs.items() for value, n in counts.items()})
+            run.log_dict(dist, "annotate/label_distributions.json")
+            run.log_dict({"warnings": balance_warnings(dist)}, "annotate/balance_warnings.json")
+            if Path(report.calibration).is_file():  # absent when every clip was quarantined
+                run.log_dict(json.loads(Path(report.calibration).read_text()), "annotate/calibration.json")
+            run.log_dict(results_payload(validation), "validation/gx_results.json")
+            q = quarantine_rows(report.quarantine, validation)
+            if q:
+                run.log_table(pd.DataFrame(q), "annotate/quarantine.json")
+            sample = [flatten_annotated(r) for r in validation.valid[:50]]
+            if sample:
+                run.log_table(pd.DataFrame(sample), "annotate/sample_annotations.json")
+                run.log_figure(plot_contours(validation.valid, cfg), "annotate/f0_contours.png")
+            if failed is not None:
+                raise failed  # start_stage_run marks the run FAILED with the error
+    except BaseException as exc:
+        if exc is not failed:
+            raise
+    return run.run_id
+
+
+def quarantine_rows(path: Path, validation: ValidationReport) -> list[dict[str, Any]]:
+    """Quarantined clips of this run, once each: the annotate quarantine file (to which the flow has
+    already appended the GX rejects) plus any GX reject not written there."""
+    rows = {(q["id"], q["stage"]): dict(q) for q in _read(path)}
+    for q in validation.quarantined:
+        rows.setdefault((q.id, q.stage), q.model_dump(mode="json"))
+    return list(rows.values())
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -282,8 +282,6 @@ def sft_data(
     typer.echo(f"  files: {out.resolve()}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
 
 
 @app.command()
@@ -407,3 +405,285 @@ def cot_data(
         raise typer.Exit(1) from None
     typer.echo(f"{res['writer']}: {json.dumps(res['counts'])}\n  cot: {res['cot']}\n  rm tuples: {res['rm_tuples']}")
     typer.echo(f"  data version: {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}")
+
+
+@app.command()
+def promote(
+    model: Optional[str] = typer.Option(None, "--model", help="registered model (default: promotion.model_name, emotionthinker-policy)"),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="compare on this evaluation data version (default: latest both have)"),
+    gate_metric: Optional[str] = typer.Option(None, "--metric", help="gate metric (default: promotion.gate_metric, uar)"),
+    use_flow: bool = typer.Option(True, "--flow/--no-flow", help="as a Prefect flow (concurrency limit) or the plain function (file lock only)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Move `champion` to the `challenger` version only if it wins on the gate metric on the same evaluation data."""
+    cfg = _cfg(profile, config)
+    from emotionthinker.promotion import Decision, PromotionError
+    from emotionthinker.services import ui_url
+
+    name = model or cfg.promotion.model_name
+    if name not in cfg.promotion.model_names:
+        typer.secho(f"unknown model {name!r}; promotion.model_names: {', '.join(cfg.promotion.model_names)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        if use_flow:
+            from flows.promote import promote_flow
+
+            res = promote_flow(model=name, profile=cfg.profile, config_file=str(config) if config else None,
+                               gate_metric=gate_metric, eval_data_version=eval_data)  # fmt: skip
+            summary, decision, run_id = res["summary"], Decision(res["decision"]), res["run_id"]
+        else:
+            from emotionthinker.promotion import promote as promote_model
+            from flows.promote import default_evaluator
+
+            d = promote_model(cfg, name, gate_metric, eval_data, evaluate_fn=default_evaluator(cfg))
+            summary, decision, run_id = d.summary(), d.decision, d.run_id
+    except PromotionError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary)
+    typer.echo(f"  decision recorded: MLflow run {run_id} (stage promote); `emotionthinker ui` -> {ui_url(cfg)}")
+    # Nothing to decide is a failure for a pipeline step; "kept" is a decision like "promoted".
+    if decision in (Decision.NO_CHALLENGER, Decision.MISSING_EVALUATION, Decision.CHAMPION_CHANGED):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    port: Optional[int] = typer.Option(None, "--port", help="local Prefect server port (default: schedule.prefect_port)"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="run every N seconds instead of schedule.cron"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Start a local Prefect server and serve the retrain flow on schedule.cron on this machine; Ctrl-C stops."""
+    import signal
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.schedule import PrefectServerError, serve as serve_scheduled
+
+    def _terminate(signum, frame):  # until Prefect's runner installs its own SIGTERM handler
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    when = f"every {interval:g} s" if interval else f"cron '{cfg.schedule.cron}' ({cfg.schedule.timezone})"
+    typer.echo(f"serving deployment {cfg.schedule.deployment_name!r} {when}, profile {cfg.profile}")
+    try:
+        serve_scheduled(cfg, config_file=config, interval_s=interval, port=port)
+    except PrefectServerError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@train_app.command("rm")
+def train_rm(
+    tuples: Path = typer.Option(..., "--tuples", help="reward-model (q, r, g) tuples .jsonl (from `cot-data` or `rm-data`)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Reasoning reward model (Prefect flow): train -> held-out Spearman per criterion -> registry @challenger."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.services import ui_url
+    from emotionthinker.validation import ValidationFailed
+    from flows.reward_model import reward_model_flow
+    from models.reward_model import RmDataError
+    from models.sft import SftTrainingError
+
+    if not tuples.is_file():
+        typer.secho(f"tuples not found: {tuples}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        res = reward_model_flow(rm_tuples=str(tuples.resolve()), profile=cfg.profile,
+                                config_file=str(config) if config else None)  # fmt: skip
+    except (RmDataError, ValidationFailed, SftTrainingError) as exc:
+        typer.secho(f"reward model stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    tr = res["training"]
+    typer.echo(f"tuples: {json.dumps(res['counts'])} (held out {res['split_by']})")
+    typer.echo(f"trained {tr['global_step']} steps, loss {tr['first_loss']} -> {tr['last_loss']}, {tr['runtime_s']:.0f} s"
+               + (" (reused)" if tr["reused"] else "") + f"\n  model: {res['model_dir']}")  # fmt: skip
+    for name, metrics in (("trained", res["eval"]), ("base", res["base_eval"])):
+        if metrics:
+            typer.echo(f"held-out ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if res["registered"]:
+        reg = res["registered"]
+        typer.echo(f"registered {reg['name']} v{reg['version']} @{reg['alias']} (load with {reg['source']})")
+    typer.echo(f"data version: {json.dumps(res['data_version'])}; {res['wall_s']:.0f} s")
+    typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="hub:<id>, packaged:tiny-base, registry:<name>@<alias>, random:<name> or a folder"),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="manifest .jsonl to evaluate (else --benchmark's corpus folder)"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="iemocap | meld | ravdess | savee | emodb | cremad | tess: name and split protocol"),
+    judge: list[str] = typer.Option([], "--judge", help="llm | rm | factual (repeatable; default eval.judges)"),
+    no_judge: bool = typer.Option(False, "--no-judge", help="accuracy only"),
+    split: Optional[str] = typer.Option(None, "--split", help="override the benchmark's split (train/validation/test/all)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="first N selected clips only"),
+    annotated: Optional[Path] = typer.Option(None, "--annotated", help="annotated records of these clips (for the judges)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="corpus folder for --benchmark without --manifest (default: shared data)"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Table-4 variant tag (default: from the registry)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Evaluate a model (Prefect flow): batched answers -> UAR/WA/macro-F1/format/confusion -> judges -> MLflow."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.evaluation.data import EvalDataError
+    from emotionthinker.evaluation.judges import JudgeError
+    from emotionthinker.services import ui_url
+    from emotionthinker.validation import ValidationFailed
+    from flows.evaluate import evaluate_flow
+    from models.sources import SourceError
+
+    try:
+        res = evaluate_flow(
+            model_source=model, manifest=str(manifest.resolve()) if manifest else None, benchmark=benchmark,
+            profile=cfg.profile, config_file=str(config) if config else None,
+            judges=[] if no_judge else (judge or None), split=split, limit=limit,
+            annotated=str(annotated) if annotated else None, root=str(root) if root else None, variant=variant,
+        )  # fmt: skip
+    except (EvalDataError, JudgeError, SourceError, ValidationFailed, ValueError) as exc:
+        typer.secho(f"evaluate stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1 if isinstance(exc, ValidationFailed) else 2) from None
+    m = res["metrics"]
+    typer.echo(f"{res['model']['label']} on {res['benchmark']} ({res['n']} clips, {res['quarantined']} quarantined): "
+               f"UAR {m['uar']:.4f}  WA {m['weighted_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+               f"format {m.get('format_rate', float('nan')):.3f}  answered {m['answer_rate']:.3f}")  # fmt: skip
+    for name, j in res["judges"].items():
+        means = ", ".join(f"{k} {v:.2f}" for k, v in j["means"].items())
+        typer.echo(f"  judge {name}: {means or '-'} ({j['n_scored']} scored, failures {json.dumps(j['failures'])})")
+    typer.echo(f"  outputs: {res['outputs']['jsonl']} (+ .csv)\n  eval data version: {res['eval_data_version']}")
+    typer.echo(f"  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+
+
+@app.command()
+def infer(
+    clip: Path = typer.Argument(..., help="an audio file"),
+    model: Optional[str] = typer.Option(None, "--model", help="model source (default: registry policy@champion, else newest challenger)"),
+    asr: bool = typer.Option(True, "--asr/--no-asr", help="transcribe (and find stressed words)"),
+    gender: Optional[str] = typer.Option(None, "--gender", help="male | female, when known (else the registered classifier)"),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="level thresholds (default: newest annotate run, else the shipped default)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Print a clip's prosody annotation and the model's reasoning and answer."""
+    from emotionthinker.audio import AudioError
+    from emotionthinker.evaluation.infer import NoModelError, format_inference, infer_clip
+    from models.sources import SourceError
+
+    cfg = _cfg(profile, config)
+    if gender is not None and gender.lower() not in ("male", "female"):
+        typer.secho("--gender must be male or female", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        result = infer_clip(clip, cfg, model, use_asr=asr, gender=gender, calibration=calibration)
+    except NoModelError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except (AudioError, SourceError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(format_inference(result))
+
+
+@app.command()
+def tables(
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for table2.md, table4.md, tables.md (default <workspace>/evaluation/tables)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Write the Table-2 and Table-4 comparison tables (MLflow evaluation runs beside the paper) as Markdown."""
+    from emotionthinker.evaluation.tables import write_tables
+
+    cfg = _cfg(profile, config)
+    res = write_tables(cfg, out)
+    typer.echo(res["markdown"]["table2"])
+    typer.echo(res["markdown"]["table4"])
+    typer.echo(f"{res['n_runs']} evaluation runs -> {res['paths']['tables']} (MLflow run {res['run_id']})")
+
+
+@app.command()
+def baseline(
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="manifest .jsonl to evaluate"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark name and split protocol (as for evaluate)"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="AudioLM source whose audio encoder is probed (default models.policy_source)"),
+    train_manifest: Optional[Path] = typer.Option(None, "--train-manifest", help="train split source (default: the evaluated manifest)"),
+    split: Optional[str] = typer.Option(None, "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    root: Optional[Path] = typer.Option(None, "--root", help="corpus folder for --benchmark without --manifest"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Linear-probe baseline: logistic regression on the frozen audio encoder's mean-pooled states."""
+    from emotionthinker.evaluation.baselines import BaselineError, run_linear_probe
+    from emotionthinker.evaluation.data import EvalDataError
+
+    cfg = _cfg(profile, config)
+    try:
+        res = run_linear_probe(cfg, encoder, str(manifest.resolve()) if manifest else None, benchmark, split, limit,
+                               str(train_manifest.resolve()) if train_manifest else None, str(root) if root else None)  # fmt: skip
+    except (BaselineError, EvalDataError) as exc:
+        typer.secho(f"baseline stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    m = res["metrics"]
+    typer.echo(f"linear probe on {res['benchmark']} ({res['n']} clips, {res['probe']['mode']}, "
+               f"{res['probe']['n_train']} train clips): UAR {m['uar']:.4f}  WA {m['weighted_accuracy']:.4f}  "
+               f"macro-F1 {m['macro_f1']:.4f}; MLflow run {res['run_id']}")  # fmt: skip
+
+
+@train_app.command("grpo")
+def train_grpo(
+    data: Path = typer.Option(..., "--data", help="prompt records .jsonl: manifest, annotated or CoT records (audio + emotion)"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="EmotionThinker-Base source, e.g. registry:emotionthinker-base@challenger (default: grpo.policy_source or models.policy_source)"),
+    reward: Optional[str] = typer.Option(None, "--reward", help="reward model source (default: rm.scorer_source; the untrained base with --untrained-rm)"),
+    plain_grpo: Optional[bool] = typer.Option(None, "--plain-grpo/--no-plain-grpo", help="ablation: no reasoning reward R_t"),
+    untrained_rm: Optional[bool] = typer.Option(None, "--untrained-rm/--trained-rm", help="ablation: R_t from the untrained base"),
+    no_trust_weight: Optional[bool] = typer.Option(None, "--no-trust-weight/--trust-weight", help="ablation: tau = 1"),
+    no_progressive: Optional[bool] = typer.Option(None, "--no-progressive/--progressive", help="ablation: R_t from the first step"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="default: grpo.max_steps"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """GRPO-PTR (Prefect flow): sample K answers per clip, R_f + R_o + trust-weighted R_t -> policy @challenger."""
+    import json
+
+    cfg = _cfg(profile, config)
+    from emotionthinker.services import ui_url
+    from emotionthinker.validation import ValidationFailed
+    from flows.grpo_ptr import grpo_ptr_flow
+    from models.grpo_data import GrpoDataError
+    from models.grpo_trainer import GrpoTrainingError
+    from models.sources import SourceError
+
+    if not data.is_file():
+        typer.secho(f"prompt file not found: {data}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        res = grpo_ptr_flow(train_manifest_or_cot=str(data.resolve()), policy_source=policy, reward_source=reward,
+                            profile=cfg.profile, config_file=str(config) if config else None, plain_grpo=plain_grpo,
+                            untrained_rm=untrained_rm, no_trust_weight=no_trust_weight, no_progressive=no_progressive,
+                            max_steps=max_steps)  # fmt: skip
+    except (GrpoDataError, GrpoTrainingError, ValidationFailed, SourceError) as exc:
+        typer.secho(f"grpo stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    s = res["summary"]
+    typer.echo(f"prompts: {json.dumps(res['counts'])}")
+    typer.echo(f"GRPO-PTR from {res['policy_source']}: {res['global_step']} steps, R_t on at step {res['switch_step']}"
+               + (" (reused)" if res["reused"] else "") + f"\n  model: {res['model_dir']}")  # fmt: skip
+    typer.echo(f"mean reward {s['reward_first5']:.3f} -> {s['reward_last5']:.3f}, accuracy {s['accuracy_first5']:.3f} -> "
+               f"{s['accuracy_last5']:.3f} (first vs last 5 steps)")  # fmt: skip
+    if res["registered"]:
+        reg = res["registered"]
+        typer.echo(f"registered {reg['name']} v{reg['version']} @{reg['alias']} (load with {reg['source']})")
+    typer.echo(f"data version: {json.dumps(res['data_version'])}; {res['wall_s']:.0f} s")
+    typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

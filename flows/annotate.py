@@ -38,10 +38,15 @@ def annotate_flow(
     )  # fmt: skip
     validation = validate_annotated(out_path, cfg)
     failed = finalize_validated(report, validation, cfg)
-    data_version = None if failed else version_annotations(out_path.parent, cfg)
-    run_id = log_annotate_run(cfg, manifest_path, report, validation, data_version, use_asr)
+    data_version = None
+    in_data = out_path.parent.is_relative_to(cfg.data_dir) and out_path.parent != cfg.data_dir
+    if not failed and (in_data or not cfg.services.dvc_track):
+        data_version = version_annotations(out_path.parent, cfg)
+    elif not failed:  # `dvc add` refuses paths outside its repository; the work is kept, unversioned
+        logger.warning("%s is not a folder inside the data folder %s: not versioned with DVC", out_path.parent, cfg.data_dir)
+    run_id = log_annotate_run(cfg, manifest_path, report, validation, data_version, use_asr, failed)
     if failed:
-        logger.error("%s; MLflow run %s", failed, run_id)
+        logger.error("%s; MLflow run %s (FAILED)", failed, run_id)
         raise failed
     return {
         "annotated": str(out_path),

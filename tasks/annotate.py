@@ -41,6 +41,7 @@ def version_annotations(directory: Path, cfg: Config) -> dict[str, str]:
 
 @task(name="log-annotate-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
 def log_annotate_run(
-    cfg: Config, manifest: Path, report: Any, validation: ValidationReport, data_version: dict[str, str] | None, use_asr: bool
+    cfg: Config, manifest: Path, report: Any, validation: ValidationReport, data_version: dict[str, str] | None,
+    use_asr: bool, failed: Exception | None = None,
 ) -> str:
-    return annotation_report.log_annotate_run(cfg, manifest, report, validation, data_version, use_asr)
+    return annotation_report.log_annotate_run(cfg, manifest, report, validation, data_version, use_asr, failed)

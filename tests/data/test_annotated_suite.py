@@ -1,0 +1,139 @@
+"""The GX suite for annotated records: good rows pass, each bad value quarantines its row with the
+failing expectation named in the reason, and per-corpus label balance is reported as warnings."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from emotionthinker.annotation_report import balance_warnings, level_distributions, validate_annotated
+
+LEVELS = [("low", "low", "slow"), ("normal", "normal", "normal"), ("high", "high", "fast")]
+
+
+def annotated(i: int, pitch: str = "normal", energy: str = "normal", speed: str = "normal", **over: Any) -> dict[str, Any]:
+    """An annotated record as the annotate stage writes it (values of a typical RAVDESS clip)."""
+    rec = {
+        "id": f"ravdess-clip-{i:03d}",
+        "audio_path": f"/data/ravdess/Actor_01/03-01-01-01-01-01-{i:03d}.wav",
+        "corpus": "ravdess",
+        "split": "train",
+        "speaker": "ravdess-01",
+        "gender": "male",
+        "emotion": "neutral",
+        "source_label": "neutral",
+        "transcription": "Kids are talking by the door",
+        "duration_s": 3.4,
+        "transcription_source": "corpus",
+        "annotations": {
+            "pitch_level": pitch,
+            "energy_level": energy,
+            "speed_level": speed,
+            "stressed_words": ["Kids"],
+            "intonation": "falling",
+            "gender": "Male",
+            "age_level": "unknown",
+        },
+        "prosody": {
+            "f0_median_hz": 118.2, "f0_median_st": 2.9, "f0_range_st": 6.1, "rms_dbfs": -31.5,
+            "voiced_fraction": 0.62, "speech_rate_sps": 2.3, "articulation_rate_sps": 4.4, "duration_s": 3.4,
+            "speech_duration_s": 1.6, "n_syllables": 7, "intonation_style": "moderate", "intonation_pattern": "falling",
+            "calibration": {"pitch": "ravdess/male", "energy": "ravdess", "speed": "ravdess"},
+            "words": [{"word": "Kids", "start": 0.8, "end": 1.1, "prominence": 1.4}],
+        },
+        "gender_source": "corpus",
+        "age_source": "none",
+    }
+    for path, value in over.items():  # "prosody__rms_dbfs" -> rec["prosody"]["rms_dbfs"]
+        *parents, key = path.split("__")
+        node = rec
+        for p in parents:
+            node = node[p]
+        if value is _DROP:
+            node.pop(key)
+        else:
+            node[key] = value
+    return rec
+
+
+_DROP = object()
+
+
+def good_batch(n: int = 9) -> list[dict[str, Any]]:
+    return [annotated(i, *LEVELS[i % 3]) for i in range(n)]
+
+
+def test_good_records_pass_including_a_whisper_without_pitch(cfg):
+    batch = good_batch()
+    # Whispered speech has no F0: pitch 'unknown' with no F0 measures is a valid annotation, not an error.
+    batch.append(annotated(99, "unknown", "low", "slow", prosody__f0_median_hz=None, prosody__f0_median_st=None,
+                           prosody__f0_range_st=None, prosody__voiced_fraction=0.0, annotations__intonation="too_short",
+                           emotion="whisper"))
+    report = validate_annotated(batch, cfg)
+    assert report.quarantined == []
+    assert report.valid == batch  # full records come back, not the flattened rows
+    assert report.results["annotated"]["success"] is True
+
+
+BAD_VALUES = [
+    ("pitch 'very high'", {"annotations__pitch_level": "very high"}, "expect_column_values_to_be_in_set",
+     "ann_pitch_level='very high'"),
+    ("rms +5 dBFS", {"prosody__rms_dbfs": 5.0}, "expect_column_values_to_be_between", "p_rms_dbfs=5.0"),
+    ("energy level missing", {"annotations__energy_level": _DROP}, "expect_column_values_to_not_be_null",
+     "ann_energy_level is missing"),
+    ("speed named like pitch", {"annotations__speed_level": "high"}, "expect_column_values_to_be_in_set",
+     "ann_speed_level='high'"),
+    ("lower-case gender", {"annotations__gender": "male"}, "expect_column_values_to_be_in_set", "ann_gender='male'"),
+    ("unknown intonation", {"annotations__intonation": "wobbly"}, "expect_column_values_to_be_in_set",
+     "ann_intonation='wobbly'"),
+    ("F0 above the tracker ceiling", {"prosody__f0_median_hz": 2000.0}, "expect_column_values_to_be_between",
+     "p_f0_median_hz=2000.0"),
+    ("voiced fraction above 1", {"prosody__voiced_fraction": 1.5}, "expect_column_values_to_be_between",
+     "p_voiced_fraction=1.5"),
+    ("too many stressed words", {"annotations__stressed_words": [f"w{i}" for i in range(11)]},
+     "expect_column_values_to_be_between", "ann_n_stressed=11"),
+]
+
+
+def test_each_bad_value_quarantines_only_its_row_and_names_the_expectation(cfg):
+    """One batch, one GX run: every bad row is caught by its own expectation; the good rows all pass."""
+    batch = good_batch()
+    bad = {f"bad-{i}": (case, annotated(50 + i, id=f"bad-{i}", **changes), expectation, detail)
+           for i, (case, changes, expectation, detail) in enumerate(BAD_VALUES)}
+    report = validate_annotated([*batch, *(rec for _, rec, _, _ in bad.values())], cfg)
+    assert [r["id"] for r in report.valid] == [r["id"] for r in batch]
+    assert sorted(q.id for q in report.quarantined) == sorted(bad)
+    for q in report.quarantined:
+        case, _, expectation, detail = bad[q.id]
+        assert q.stage == "validate-annotated" and q.error_type == "ExpectationFailed", case
+        assert q.reason.startswith(expectation + ":") and detail in q.reason, (case, q.reason)
+        assert ";" not in q.reason, (case, q.reason)  # one problem per row: nothing else was blamed
+
+
+def test_several_problems_in_one_row_are_all_named(cfg):
+    bad = annotated(77, "very high", prosody__rms_dbfs=5.0, annotations__energy_level=_DROP)
+    report = validate_annotated([*good_batch(), bad], cfg)
+    (q,) = report.quarantined
+    for expectation in ("expect_column_values_to_be_in_set", "expect_column_values_to_be_between",
+                        "expect_column_values_to_not_be_null"):
+        assert expectation in q.reason
+    assert report.failure_rate == pytest.approx(1 / 10)
+
+
+def test_duplicate_ids_are_quarantined(cfg):
+    batch = good_batch()
+    report = validate_annotated([*batch, copy.deepcopy(batch[0])], cfg)
+    assert {q.id for q in report.quarantined} == {batch[0]["id"]}
+    assert all("expect_column_values_to_be_unique" in q.reason for q in report.quarantined)
+
+
+def test_label_balance_is_reported_per_corpus_as_warnings():
+    balanced = good_batch(9)
+    skewed = [annotated(100 + i, "high", LEVELS[i % 3][1], LEVELS[i % 3][2], corpus="demo") for i in range(9)]
+    dist = level_distributions(balanced + skewed)
+    assert dist["ravdess"]["pitch_level"] == {"low": 3, "normal": 3, "high": 3}
+    assert dist["demo"]["pitch_level"] == {"high": 9}
+    warnings = balance_warnings(dist)
+    assert sorted(warnings) == ["demo: pitch_level=low is 0% of 9 clips", "demo: pitch_level=normal is 0% of 9 clips"]
