@@ -107,7 +107,11 @@ class AudioLM:
             return cls._from_pretrained(str(src.path), None, dtype, str(src))
         if src.kind == "hub":
             return cls._from_pretrained(src.name, src.ref, dtype, str(src))
-        raise SourceError(f"{src}: registry sources are resolved through the MLflow registry, not wired here yet")
+        if src.kind == "registry":
+            from emotionthinker.registry import resolve_registry_source
+
+            return cls.load(resolve_registry_source(src, cfg), dtype=dtype, source=str(src))
+        raise SourceError(f"{src}: unknown source kind")
 
     @classmethod
     def _from_pretrained(cls, name_or_path: str, revision: str | None, dtype, source: str) -> "AudioLM":

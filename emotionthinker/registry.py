@@ -1,0 +1,120 @@
+"""MLflow Model Registry for model folders: register a version with an alias, resolve a source to a local folder.
+
+A version's artifacts are the model folder as saved (safetensors weights, tokenizer/processor JSON,
+the audiolm.json manifest), logged as plain artifacts of the run that produced it. No MLflow flavour
+and no pickle: loading needs nothing but the folder, and a folder holding pickle files is refused.
+`registry:<name>@<alias>` (or `@<version>`) resolves to a download cached per version under the
+workspace; versions are immutable, so a cached copy never goes stale, while an alias that moves to a
+new version resolves to that version's own copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from emotionthinker.config import Config
+from emotionthinker.services import local_path
+from models.sources import ModelSource, SourceError, build_atomically, parse_source
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_PATH = "model"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class RegistryError(RuntimeError):
+    """A model cannot be registered (pickle files, store unreachable) or downloaded."""
+
+
+class RegistryLookupError(SourceError):
+    """A registry source names no registered version (unknown model, alias or version; no store yet)."""
+
+
+def _client(cfg: Config):
+    from mlflow import MlflowClient
+
+    from emotionthinker.tracking import configure_mlflow
+
+    configure_mlflow(cfg)  # creates the SQLite store's folder and the experiment on first use
+    return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+
+
+def register_model(
+    cfg: Config,
+    run_id: str,
+    local_dir: str | Path,
+    name: str,
+    alias: str | None = "challenger",
+    tags: Mapping[str, str] | None = None,
+    description: str = "",
+) -> str:
+    """Log `local_dir` as the run's `model` artifacts, create a new version of `name`, point `alias` at it.
+
+    Returns the version number (as a string, like MLflow).
+    """
+    from mlflow.exceptions import MlflowException
+
+    folder = Path(local_dir)
+    if not folder.is_dir():
+        raise RegistryError(f"cannot register {folder}: not a folder")
+    if pickles := sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES):
+        raise RegistryError(f"refusing to register {folder}: pickle-format files {pickles[:5]} (save as safetensors)")
+    client = _client(cfg)
+    try:
+        client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
+        try:
+            client.create_registered_model(name, description=description or None)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        mv = client.create_model_version(
+            name, source=f"runs:/{run_id}/{ARTIFACT_PATH}", run_id=run_id, tags=dict(tags or {})
+        )
+        if alias:
+            client.set_registered_model_alias(name, alias, mv.version)
+    except MlflowException as exc:
+        raise RegistryError(f"registering {name} from run {run_id} failed: {exc}") from None
+    log.info("registered %s version %s%s", name, mv.version, f" as @{alias}" if alias else "")
+    return str(mv.version)
+
+
+def resolve_registry_source(source: str | ModelSource, cfg: Config) -> Path:
+    """Local folder of a `registry:<name>@<alias or version>` source, downloaded once per version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mlflow import MlflowClient
+
+    src = parse_source(source) if isinstance(source, str) else source
+    if src.kind != "registry":
+        raise SourceError(f"{src} is not a registry source")
+    store = local_path(cfg.tracking_uri) if cfg.tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not store.is_file():  # no store yet: nothing registered (and none created for a lookup)
+        raise RegistryLookupError(f"{src}: no MLflow registry at {cfg.tracking_uri} yet")
+    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+    try:
+        if src.ref.isdigit():
+            mv = client.get_model_version(src.name, src.ref)
+        else:
+            mv = client.get_model_version_by_alias(src.name, src.ref)
+    except MlflowException as exc:
+        raise RegistryLookupError(f"{src}: no such registered model version in {cfg.tracking_uri} ({exc.message})") from None
+    # Keyed by store and source too: two stores (e.g. two test workspaces) both have a version 1.
+    key = hashlib.sha1(f"{cfg.tracking_uri}|{mv.source}".encode()).hexdigest()[:12]
+    dest = cfg.workspace / "models" / "registry" / src.name / f"v{mv.version}-{key}"
+    if dest.is_dir():
+        return dest
+    try:
+        with build_atomically(dest) as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp), tracking_uri=cfg.tracking_uri))
+            if local != tmp:  # the artifacts land in tmp/<artifact path>; publish the folder itself
+                for item in local.iterdir():
+                    item.rename(tmp / item.name)
+                local.rmdir()
+    except MlflowException as exc:
+        raise RegistryError(f"{src}: downloading version {mv.version} ({mv.source}) failed: {exc.message}") from None
+    log.info("resolved %s -> version %s at %s", src, mv.version, dest)
+    return dest
