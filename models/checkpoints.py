@@ -1,0 +1,74 @@
+"""Where a training stage keeps its checkpoints and final model, and how a rerun resumes or reuses them.
+
+A stage's folder is named by a fingerprint of everything that determines its result (stage settings,
+starting model, data hash, profile): a rerun with the same inputs resumes from the last Trainer
+checkpoint or reuses the finished model, and a changed input starts a fresh folder instead of
+resuming someone else's optimizer state.
+
+    <root>/<stage>-<fingerprint>/
+        checkpoint-<step>/    Trainer checkpoints (weights in safetensors), the last `save_total_limit` kept
+        adapter/              stage II: the trained LoRA adapter (safetensors)
+        final/                the finished model (AudioLM save) + DONE_FILE, written last
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+DONE_FILE = "sft_stage.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """12 hex chars of sha1 over canonical JSON: short enough for a folder name, collisions negligible."""
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def stage_dir(root: Path, stage: str, fp: str) -> Path:
+    return Path(root) / f"{stage}-{fp}"
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The Trainer checkpoint with the highest step that holds a trainer state (a complete save)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
+    ]
+    return max(done)[1] if done else None
+
+
+def read_done(folder: Path) -> dict[str, Any] | None:
+    """The summary a finished stage wrote into final/, or None when the stage never finished."""
+    path = Path(folder) / "final" / DONE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_done(folder: Path, summary: dict[str, Any]) -> Path:
+    """Mark the stage finished; written last so a crash never leaves a half model marked done."""
+    path = Path(folder) / "final" / DONE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path
+
+
+def files_sha1(paths: list[Path]) -> str:
+    """sha1 over the named files' names and bytes, in the given order (the data version of plain files)."""
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,80 @@
+"""Checkpoint and resume: training stopped after a checkpoint continues from it, not from step 0, and ends
+where an uninterrupted run ends; a finished stage is reused, not retrained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+from sft_fixtures import shared_sft_dir
+
+from emotionthinker.config import load_config
+from models.checkpoints import last_checkpoint, read_done
+from models.sft import read_samples, sample_file, train_stage
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def step_recorder(steps: list[int], crash_after: int | None = None):
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+            if crash_after is not None and state.global_step == crash_after:
+                raise Crash(f"killed after step {state.global_step}")
+
+    return Recorder()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    cfg = load_config("test", environ={}, overrides={
+        "paths": {"workspace": str(root / "ws")},
+        "sft": {"stage1_max_steps": 4, "save_steps": 2, "save_total_limit": 3, "stage1_encoder_layers": 0},
+    })  # fmt: skip
+    samples = read_samples(sample_file(shared_sft_dir(cfg), "stage1", "train"))[:8]
+    return cfg, samples, root
+
+
+def test_killed_training_resumes_from_the_last_checkpoint(setup):
+    cfg, samples, root = setup
+    folder = root / "interrupted"
+    seen: list[int] = []
+    with pytest.raises(Crash):
+        train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(seen, crash_after=3)])
+    assert seen == [1, 2, 3]
+    assert last_checkpoint(folder).name == "checkpoint-2" and read_done(folder) is None
+    assert (last_checkpoint(folder) / "model.safetensors").is_file()  # checkpoints hold safetensors weights
+
+    resumed_steps: list[int] = []
+    resumed = train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(resumed_steps)])
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed_steps == [3, 4]  # continued from the checkpoint, not from 0
+    assert resumed.global_step == 4 and read_done(folder)["global_step"] == 4
+    state = json.loads((folder / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+    straight = train_stage("stage1", cfg.models.policy_source, samples, cfg, root / "straight")
+    assert straight.resumed_from is None
+    # Same data order, optimizer and scheduler state after resuming: the same losses and weights.
+    assert [s for s, _ in resumed.losses] == [1, 2, 3, 4]
+    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in straight.losses], rel=1e-5)
+    with safe_open(folder / "final" / "model.safetensors", "pt") as a, safe_open(root / "straight" / "final" / "model.safetensors", "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        assert max((a.get_tensor(k) - b.get_tensor(k)).abs().max().item() for k in a.keys()) < 1e-5
+
+
+def test_a_finished_stage_is_reused_without_training(setup):
+    cfg, samples, root = setup
+    folder = root / "straight"
+    if read_done(folder) is None:
+        train_stage("stage1", cfg.models.policy_source, samples, cfg, folder)
+    steps: list[int] = []
+    again = train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(steps)])
+    assert again.reused and steps == [] and again.global_step == 4
+    assert not (folder / "final" / "training_args.bin").exists()  # no pickle in a published model folder
