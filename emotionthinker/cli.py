@@ -535,13 +535,14 @@ def evaluate(
 
     cfg = _cfg(profile, config)
     from emotionthinker.evaluation.data import EvalDataError
-    from emotionthinker.evaluation.judges import JudgeError
+    from emotionthinker.evaluation.judges import JudgeError, check_judges
     from emotionthinker.services import ui_url
     from emotionthinker.validation import ValidationFailed
     from flows.evaluate import evaluate_flow
     from models.sources import SourceError
 
     try:
+        check_judges([] if no_judge else (judge or cfg.eval.judges), cfg)  # before the flow starts: a clear message
         res = evaluate_flow(
             model_source=model, manifest=str(manifest.resolve()) if manifest else None, benchmark=benchmark,
             profile=cfg.profile, config_file=str(config) if config else None,

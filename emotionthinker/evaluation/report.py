@@ -6,8 +6,9 @@
 MLflow run (stage "evaluate"): tags model_name / model_version (the registry version for registry:
 sources; promotion finds runs by these), model_source, model_label, variant, benchmark,
 eval_data_version and the data version of the manifest; params: generation settings and counts;
-metrics: uar, weighted_accuracy, macro_f1, format_rate, answer_rate, per-class recall/F1,
-judge/<name>/<criterion>; artifacts: outputs.json (+ .csv; the per-clip table with judge scores),
+metrics: uar (the promotion gate metric), weighted_accuracy, macro_f1, format_rate, answer_rate,
+uar_strict, text_answer_rate, per-class recall/F1, judge/<name>/<criterion|mean|n_scored|failures>;
+artifacts: outputs.json (+ .csv; the per-clip table with judge scores),
 outputs.jsonl, confusion_matrix.png/.json, metrics.json.
 """
 
@@ -65,7 +66,9 @@ def attach_annotations(
     data: EvalData, cfg: Config, directory: Path, annotated: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The records with their measured annotations, for the judges: from `annotated` (by id), from the
-    manifest itself, or by annotating the missing clips without ASR (eval.annotate_missing)."""
+    manifest itself, or by annotating the missing clips without ASR (eval.annotate_missing). Levels of
+    clips annotated here are calibrated on the evaluated clips themselves (per corpus, as the annotate
+    stage does); pass the annotate stage's file to use the training data's thresholds instead."""
     import copy
 
     data = copy.copy(data)
