@@ -38,13 +38,13 @@ os.environ.update(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_EXTRA_LOGGERS": "emotionthinker",
+        # library code logs outside flow runs in unit tests; that is expected, not a warning
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
 )
-
-
 
 
 @pytest.fixture

@@ -247,8 +247,10 @@ def widened_race(monkeypatch):
     return moves
 
 
-def run_at_once(n: int, fn) -> list:
-    barrier, results, errors = threading.Barrier(n), [None] * n, []
+def run_at_once(n: int, fn, errors: list | None = None) -> list:
+    """Run fn in n threads released together; raise their errors unless the caller collects them."""
+    collect = errors is not None
+    barrier, results, errors = threading.Barrier(n), [None] * n, errors if collect else []
 
     def worker(i: int) -> None:
         barrier.wait()
@@ -262,7 +264,7 @@ def run_at_once(n: int, fn) -> list:
         t.start()
     for t in threads:
         t.join(120)
-    assert not errors, errors
+    assert collect or not errors, errors
     return results
 
 
@@ -283,9 +285,13 @@ def store_tags(client, version: str) -> dict[str, str]:
 def test_without_a_guard_both_promotions_move_the_alias(cfg, store, champion_and_better_challenger, widened_race):
     """The control: the race the guards exist for is real in this setup."""
     v1, v2 = champion_and_better_challenger
-    decisions = run_at_once(2, lambda: promote(cfg, MODEL, use_file_lock=False))
-    assert [d.decision for d in decisions] == [Decision.PROMOTED] * 2
+    errors: list[BaseException] = []
+    decisions = run_at_once(2, lambda: promote(cfg, MODEL, use_file_lock=False), errors)
     assert widened_race == [v2, v2]
+    # The unguarded pair may also collide on writing the same version tag (sqlite UNIQUE):
+    # more damage from the same race, never a different failure.
+    assert all("UNIQUE constraint" in str(e) for e in errors), errors
+    assert [d.decision for d in decisions if d is not None] == [Decision.PROMOTED] * (2 - len(errors))
 
 
 def test_two_promotions_at_once_file_lock_threads(cfg, store, champion_and_better_challenger, widened_race):
