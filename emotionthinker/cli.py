@@ -319,27 +319,41 @@ def annotate(
     typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
 
 
+def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optional[Path]) -> None:
+    from emotionthinker.retrain import RetrainError
+    from emotionthinker.validation import ValidationFailed
+    from flows.retrain import retrain_flow
+    from models.sft import SftDataError
+
+    if root is not None and not root.is_dir():
+        typer.secho(f"corpus folder not found: {root}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        res = retrain_flow(profile=cfg.profile, config_file=str(config) if config else None, corpus=corpus,
+                           root=str(root.resolve()) if root else None)  # fmt: skip
+    except (ValidationFailed, RetrainError, SftDataError) as exc:
+        typer.secho(f"retrain stopped: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo("\n" + res["summary"])
+
+
 @app.command()
 def demo(profile: Optional[str] = ProfileOpt, config: Optional[Path] = ConfigOpt) -> None:
-    """Run the main job on embedded defaults: demo corpus -> ingest -> annotate -> CoT, then say where to look."""
-    import json
+    """The main job on embedded defaults: the retrain flow on the synthesised demo corpus, every stage to champion."""
+    _run_retrain(_cfg(profile, config), config, "demo", None)
 
-    cfg = _cfg(profile, config)
-    from emotionthinker.services import ui_url
-    from flows.demo import demo_flow
 
-    res = demo_flow(profile=cfg.profile, config_file=str(config) if config else None)
-    ing, ann = res["ingest"], res["annotate"]
-    typer.echo("\n=== EmotionThinker demo: done ===")
-    typer.echo(f"stages (s): {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}")
-    typer.echo(f"ingest:   {json.dumps(ing['counts']['by_label'])}  -> {ing['manifest']}")
-    typer.echo(f"annotate: {json.dumps(ann['counts'])}  -> {ann['annotated']}")
-    cot = res["cot"]
-    typer.echo(f"cot:      {json.dumps(cot['counts'])} ({cot['writer']})  -> {cot['directory']}")
-    versions = {**ing["data_version"], **(ann["data_version"] or {}), **(cot["data_version"] or {})}
-    typer.echo(f"data versions (DVC md5): {json.dumps(versions)}")
-    typer.echo(f"MLflow runs: ingest {ing['run_id']}, annotate {ann['run_id']}, cot {cot['run_id']}")
-    typer.echo(f"look: `make ui` (or `.venv/bin/emotionthinker ui`) -> {ui_url(cfg)}")
+@app.command()
+def retrain(
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus adapter (default retrain.corpus: demo)"),
+    root: Optional[Path] = typer.Option(None, "--root", help="corpus folder (default retrain.root)"),
+    profile: Optional[str] = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Retrain (Prefect flow): ingest -> annotate -> CoT -> SFT data -> SFT -> RM -> GRPO-PTR -> evaluate -> promote.
+
+    Stages whose inputs, settings and code are unchanged since they finished are skipped (cached)."""
+    _run_retrain(_cfg(profile, config), config, corpus, root)
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Training stages: sft (EmotionThinker-Base); rm and grpo follow.")

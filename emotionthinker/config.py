@@ -496,6 +496,16 @@ class PromotionConfig(_Section):
         return self
 
 
+class RetrainConfig(_Section):
+    """The `retrain` flow (flows/retrain.py): every stage from corpus to champion, cached by inputs."""
+
+    corpus: str = "demo"  # adapter of emotionthinker/corpora; "demo" synthesises the demo corpus first
+    root: str = ""  # corpus folder; empty -> <data>/demo for the demo corpus (required for any other)
+    eval_split: str = "test"  # split of the ingested manifest the policy is evaluated (and promoted) on
+    promote: bool = True  # finish by moving `champion` to the new policy when it wins the gate
+    cache: bool = True  # skip a stage whose inputs, settings and code are unchanged since it finished
+
+
 class ScheduleConfig(_Section):
     """`emotionthinker serve`: a local Prefect server plus the retrain flow served on a cron schedule."""
 
@@ -563,6 +573,7 @@ class Config(_Section):
     promotion: PromotionConfig = PromotionConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     eval: EvalConfig = EvalConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     # -- derived locations -------------------------------------------------
     @property

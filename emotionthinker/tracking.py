@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -234,6 +235,22 @@ def data_version_tags(data_version: Mapping[str, str] | None) -> dict[str, str]:
     return tags
 
 
+# The retrain flow's MLflow run: stage runs opened while it is set become its children. A context
+# variable, not a global: it follows Prefect's subflows and tasks (they copy the context) and never
+# leaks into another flow running in the same process.
+_parent_run: ContextVar[str | None] = ContextVar("emotionthinker_parent_run", default=None)
+
+
+@contextmanager
+def children_of(run_id: str) -> Iterator[None]:
+    """Stage runs started inside this block are nested under `run_id` in the MLflow UI."""
+    token = _parent_run.set(run_id)
+    try:
+        yield
+    finally:
+        _parent_run.reset(token)
+
+
 def attach_run(cfg: Config, run_id: str) -> StageRun:
     """A handle on an existing run (e.g. passed between tasks by id)."""
     from mlflow import MlflowClient
@@ -266,6 +283,7 @@ def start_stage_run(
         **data_version_tags(data_version),
         **(tags or {}),
     }
+    parent_run_id = parent_run_id or _parent_run.get()
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name or stage)
