@@ -512,7 +512,7 @@ class ScheduleConfig(_Section):
     cron: str = "0 3 * * *"  # every night at 03:00 (in `timezone`)
     timezone: str = "UTC"
     deployment_name: str = "retrain-nightly"
-    # Flow to serve, as <file.py>:<function>; empty -> flows/retrain.py:retrain_flow (flows/demo.py until then).
+    # Flow to serve, as <file.py>:<function>; empty -> flows/retrain.py:retrain_flow.
     flow_entrypoint: str = ""
     prefect_host: str = "127.0.0.1"
     prefect_port: int = Field(4200, ge=1, le=65535)

@@ -36,6 +36,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "grpo_ptr": ("cot", "sft", "reward_model"),
     "evaluate": ("ingest", "grpo_ptr"),
 }
+# A section, or one field of it ("grpo.reasoning_weights").
 SECTIONS: dict[str, tuple[str, ...]] = {
     "demo_corpus": ("demo",),
     "ingest": ("audio", "validation"),
@@ -43,7 +44,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "cot": ("validation", "cot", "rm_data"),
     "sft_data": ("validation", "sft_data", "models"),
     "sft": ("sft", "models"),
-    "reward_model": ("rm", "models", "grpo"),
+    "reward_model": ("rm", "models", "grpo.reasoning_weights"),
     "grpo_ptr": ("grpo", "models", "rm"),
     "evaluate": ("eval", "models", "retrain"),
 }
@@ -72,6 +73,15 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _setting(cfg: Config, dotted: str) -> Any:
+    from pydantic import BaseModel
+
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
 def content_hash(path: str | Path) -> str:
     """DVC's md5 of a file or folder (what the data version says), or 'missing'."""
     from emotionthinker.versioning import content_md5
@@ -97,7 +107,7 @@ def stage_key(
         "stage": stage,
         "profile": cfg.profile,
         "paths": cfg.paths.model_dump(mode="json"),
-        "config": {s: getattr(cfg, s).model_dump(mode="json") for s in SECTIONS[stage]},
+        "config": {s: _setting(cfg, s) for s in SECTIONS[stage]},
         "code": code_version,
         "upstream": {u: upstream_keys.get(u) for u in UPSTREAM[stage]},
         "inputs": dict(inputs or {}),

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain_flow"
-FALLBACK_ENTRYPOINT = "flows/demo.py:demo_flow"
 
 
 class PrefectServerError(RuntimeError):
@@ -47,7 +46,7 @@ class PrefectServerError(RuntimeError):
 # -- which flow ---------------------------------------------------------------------------------
 def scheduled_flow(entrypoint: str | None = None) -> "Flow":
     """The flow to run on the schedule: `entrypoint` (<file.py>:<function>, relative to the project)
-    when given, else flows.retrain.retrain_flow, else (until the retrain flow exists) flows.demo.demo_flow."""
+    when given, else flows.retrain.retrain_flow."""
     if entrypoint:
         from prefect.flows import load_flow_from_entrypoint
 
@@ -56,15 +55,8 @@ def scheduled_flow(entrypoint: str | None = None) -> "Flow":
         if not resolved.is_file() or not func:
             raise FileNotFoundError(f"schedule.flow_entrypoint {entrypoint!r}: expected <existing file.py>:<flow function>")
         return load_flow_from_entrypoint(f"{resolved}:{func}")
-    try:
-        from flows.retrain import retrain_flow
-    except ModuleNotFoundError as exc:
-        if exc.name != "flows.retrain":  # the retrain flow exists but something it imports is missing: say so
-            raise
-        from flows.demo import demo_flow
+    from flows.retrain import retrain_flow
 
-        log.info("flows/retrain.py not found: serving the demo flow instead")
-        return demo_flow
     return retrain_flow
 
 

@@ -1,6 +1,6 @@
 """The MLflow UI as a person sees it: `emotionthinker ui` on a free port, Debian's chromium (headless)
-driven by Playwright, over a store holding what a retrain leaves behind: the experiment, a parent run
-with a child run per stage, and a registered model whose first version was promoted to `champion`.
+driven by Playwright, after a real `test`-profile retrain: the experiment, the retrain parent run with a
+child run per stage, and the registered policy whose first version was promoted to `champion`.
 
 Needs `apt-get install -y chromium` and `pip install playwright==1.65.2` (no `playwright install`:
 the system chromium is used); skipped with that hint otherwise.
@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 MODEL = "emotionthinker-policy"
-STAGES = ("ingest", "annotate", "sft", "evaluate")
+STAGES = ("ingest", "annotate", "cot", "sft_data", "sft", "reward_model", "grpo_ptr", "evaluate")
 UI_START_S = 120  # `mlflow server` on 2 busy cores
 WAIT_MS = 45_000
 
@@ -33,29 +33,20 @@ pytestmark = [
 ]
 
 
-def populate_store(cfg, tmp_path: Path) -> dict[str, str]:
-    """A retrain's footprint, made with the platform's own tracking, registry and promotion code."""
-    from emotionthinker.promotion import evaluation_tags, promote
-    from emotionthinker.registry import register_model
-    from emotionthinker.tracking import configure_mlflow, start_stage_run
+def populate_store(cfg, config_file) -> dict:
+    """A real test-profile retrain: every stage, its MLflow runs, the registered policy promoted to champion."""
+    from mlflow import MlflowClient
 
-    experiment_id = configure_mlflow(cfg)
-    children = {}
-    with start_stage_run(cfg, "retrain", run_name="retrain") as parent:
-        for stage in STAGES[:-1]:
-            with start_stage_run(cfg, stage, parent_run_id=parent.run_id, run_name=stage) as child:
-                child.log_metrics({"seconds": 1.0})
-                children[stage] = child.run_id
-        folder = tmp_path / "model"
-        folder.mkdir()
-        (folder / "config.json").write_text("{}")
-        version = register_model(cfg, children["sft"], folder, MODEL)
-        tags = evaluation_tags(MODEL, version, "eval-demo")
-        with start_stage_run(cfg, "evaluate", parent_run_id=parent.run_id, run_name="evaluate", tags=tags) as ev:
-            ev.log_metrics({"uar": 0.5})
-            children["evaluate"] = ev.run_id
-    assert promote(cfg, MODEL).champion_after == version
-    return {"experiment_id": experiment_id, "parent": parent.run_id, "version": version, **children}
+    from flows.retrain import retrain_flow
+
+    out = retrain_flow(profile="test", config_file=config_file())
+    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+    parent = client.get_run(out["run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert len(children) >= len(STAGES)
+    return {"experiment_id": parent.info.experiment_id, "parent": out["run_id"], "parent_name": parent.info.run_name,
+            "version": out["stages"]["grpo_ptr"]["registered"]["version"],
+            "children": {r.info.run_name: r.info.run_id for r in children}}  # fmt: skip
 
 
 @pytest.fixture
@@ -96,11 +87,13 @@ def wait_until_up(url: str, proc: subprocess.Popen, log) -> float:
     raise AssertionError(f"MLflow UI not up {UI_START_S} s after the store was filled:\n{Path(log.name).read_text()[-3000:]}")
 
 
-def test_ui_shows_experiment_parent_with_children_and_champion(cfg, tmp_path, ui_server):
+@pytest.mark.usefixtures("prefect_harness")
+def test_ui_shows_experiment_parent_with_children_and_champion(cfg, config_file, tmp_path, ui_server):
     from playwright.sync_api import expect, sync_playwright
 
     url, proc, log = ui_server
-    ids = populate_store(cfg, tmp_path)  # while the server boots (SQLite serialises the writes)
+    ids = populate_store(cfg, config_file)  # while the server boots (SQLite serialises the writes)
+    children = ids["children"]
     started = wait_until_up(url, proc, log)
 
     with sync_playwright() as pw:
@@ -118,21 +111,21 @@ def test_ui_shows_experiment_parent_with_children_and_champion(cfg, tmp_path, ui
 
             # Its runs table: the parent at top level, the stages only once the parent is expanded.
             page.goto(f"{url}/#/experiments/{ids['experiment_id']}/runs")
-            parent_row = page.get_by_role("row").filter(has=page.get_by_role("link", name="retrain", exact=True))
+            parent_row = page.get_by_role("row").filter(has=page.get_by_role("link", name=ids["parent_name"], exact=True))
             expect(parent_row).to_have_count(1)
-            for stage in STAGES:
-                expect(page.get_by_role("link", name=stage, exact=True)).to_have_count(0)
+            for name in children:
+                expect(page.get_by_role("link", name=name, exact=True)).to_have_count(0)
             parent_row.get_by_role("button").first.click()  # the nesting toggle in the run-name cell
-            for stage in STAGES:
-                link = page.get_by_role("link", name=stage, exact=True)
+            for name, run_id in children.items():
+                link = page.get_by_role("link", name=name, exact=True)
                 expect(link).to_be_visible()
-                assert link.get_attribute("href").endswith(f"/runs/{ids[stage]}")
+                assert link.get_attribute("href").endswith(f"/runs/{run_id}")
 
             # The parent run's page lists its child runs.
             page.goto(f"{url}/#/experiments/{ids['experiment_id']}/runs/{ids['parent']}")
             expect(page.get_by_text("Child runs", exact=True)).to_be_visible()
-            for stage in STAGES:
-                expect(page.locator(f"a[href*='{ids[stage]}']").first).to_be_visible()
+            for run_id in children.values():
+                expect(page.locator(f"a[href*='{run_id}']").first).to_be_visible()
 
             # The registered model: version 1 carries the champion alias.
             page.goto(f"{url}/#/models/{MODEL}")

@@ -93,12 +93,11 @@ def test_served_flow_fires_on_its_schedule_on_a_local_server(cfg, config_file, t
     assert port_is_free("127.0.0.1", port), "the Prefect server outlived `emotionthinker serve`"
 
 
-def test_scheduled_flow_falls_back_to_the_demo_flow_until_retrain_exists():
+def test_the_retrain_flow_is_scheduled_unless_another_is_configured():
     from emotionthinker.schedule import scheduled_flow
 
     chosen = scheduled_flow()
-    expected = "retrain" if (PROJECT_ROOT / "flows" / "retrain.py").is_file() else "demo"
-    assert chosen.name == expected and {"profile", "config_file"} <= set(chosen.parameters.properties)
+    assert chosen.name == "retrain" and {"profile", "config_file"} <= set(chosen.parameters.properties)
     assert scheduled_flow(ENTRYPOINT).name == "schedule-probe"
     with pytest.raises(FileNotFoundError):
         scheduled_flow("flows/no_such_flow.py:nothing")

@@ -1,0 +1,81 @@
+"""Cache keys of the retrain chain: a stage's key moves with its own settings, its inputs, the code
+and anything upstream, and with nothing else; stale cached results are recognised."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotionthinker import retrain as R
+
+
+def keys(cfg, code="abc", inputs=None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for stage in R.STAGES:
+        out[stage] = R.stage_key(stage, cfg, code, out, (inputs or {}).get(stage))
+    return out
+
+
+def test_keys_are_stable_and_move_with_their_own_settings_and_everything_upstream(cfg):
+    base = keys(cfg)
+    assert keys(cfg) == base
+    cfg.sft.stage2_learning_rate *= 2
+    after = keys(cfg)
+    changed = {s for s in R.STAGES if after[s] != base[s]}
+    assert changed == {"sft", "grpo_ptr", "evaluate"}  # the reward model does not read SFT settings
+
+
+def test_unrelated_settings_and_other_inputs(cfg):
+    base = keys(cfg)
+    cfg.schedule.cron = "0 4 * * *"
+    cfg.promotion.min_delta = 0.1
+    assert keys(cfg) == base  # when it runs and how it is promoted do not change what it trains
+    moved = keys(cfg, inputs={"ingest": {"root": "other-md5"}})
+    assert {s for s in R.STAGES if moved[s] != base[s]} == set(R.STAGES) - {"demo_corpus"}
+    assert all(keys(cfg, code="def")[s] != base[s] for s in R.STAGES)
+
+
+def test_unknown_stage_and_missing_upstream_are_errors(cfg):
+    with pytest.raises(ValueError, match="unknown retrain stage"):
+        R.stage_key("train", cfg, "abc", {})
+    with pytest.raises(ValueError, match="needs the keys"):
+        R.stage_key("sft", cfg, "abc", {})
+
+
+def test_missing_outputs_name_what_is_gone(tmp_path):
+    kept = tmp_path / "model"
+    kept.mkdir()
+    assert R.missing_outputs("sft", {"model_dir": str(kept), "run_id": "r1"}, lambda r: True) == []
+    gone = R.missing_outputs("sft", {"model_dir": str(tmp_path / "nope"), "run_id": "r1"}, lambda r: False)
+    assert gone == [f"model_dir={tmp_path / 'nope'}", "MLflow run r1"]
+    assert R.missing_outputs("cot", {"cot": str(kept)}) == ["rm_tuples=None"]
+
+
+@pytest.mark.parametrize(("exc", "transient"), [
+    (ConnectionError("reset"), True), (TimeoutError(), True), (RuntimeError("database is locked"), True),
+    (ValueError("bad label 'x'"), False), (None, False),
+])  # fmt: skip
+def test_only_transient_failures_are_retried(exc, transient):
+    assert R.is_transient(exc) is transient
+
+
+def test_summary_lists_every_stage_and_the_headline_numbers():
+    stages = [
+        R.StageOutcome("ingest", 3.0, False, {"run_id": "a", "data_version": {"data/manifests/demo": "m.dir"}}),
+        R.StageOutcome("sft", 9.5, True, {"run_id": "b", "eval": {"cot/format_rate": 1.0}, "base_eval": {"cot/format_rate": 0.0},
+                                          "registered": {"name": "emotionthinker-base", "version": "3", "alias": "challenger"}}),
+    ]  # fmt: skip
+    s = R.RetrainSummary("tiny", stages, {"decision": "kept", "champion_after": "2", "reason": "worse"}, 12.5, "p", "http://ui",
+                         R.collect_data_versions([o.result for o in stages]))  # fmt: skip
+    text = s.as_text()
+    assert "ingest" in text and "sft" in text and "yes" in text and "m.dir" in text
+    assert "sft.cot/format_rate" in text and "base.cot/format_rate" in text
+    assert "emotionthinker-base v3 @challenger" in text and "kept - champion now v2" in text
+    assert s.metrics() == {"sft.cot/format_rate": 1.0, "base.cot/format_rate": 0.0}
+
+
+def test_the_reward_model_reads_only_the_reasoning_weights_of_grpo(cfg):
+    base = keys(cfg)
+    cfg.grpo.learning_rate *= 2
+    assert keys(cfg)["reward_model"] == base["reward_model"] != keys(cfg)["grpo_ptr"]
+    cfg.grpo.reasoning_weights = {**dict.fromkeys(cfg.grpo.reasoning_weights, 0.2), "factual_alignment": 0.4}
+    assert keys(cfg)["reward_model"] != base["reward_model"]
