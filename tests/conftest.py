@@ -26,6 +26,7 @@ EMODB_DIR = SHARED_DATA / "emodb"
 
 requires_ravdess = pytest.mark.skipif(not RAVDESS_DIR.is_dir(), reason=f"real RAVDESS data not found at {RAVDESS_DIR}")
 requires_emodb = pytest.mark.skipif(not EMODB_DIR.is_dir(), reason=f"real EmoDB data not found at {EMODB_DIR}")
+requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"../shared/data not found at {SHARED_DATA}")
 
 if "prefect" in sys.modules:  # pragma: no cover - depends on collection order
     warnings.warn("prefect was imported before tests/conftest.py: PREFECT_HOME may not be isolated")
