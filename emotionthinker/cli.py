@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -15,12 +15,22 @@ ProfileOpt = typer.Option(None, "--profile", "-p", help="test | tiny (default) |
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file overriding the profile")
 
 
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Say what stopped the command, in red on stderr, and exit: 2 for bad arguments, 1 for a stopped stage."""
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        _fail(message, 2)
+
+
 def _cfg(profile: Optional[str], config: Optional[Path]):
     try:
         cfg = load_config(profile, config)
     except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     from emotionthinker.services import configure_environment
 
     configure_environment(cfg)  # before Prefect/MLflow/DVC are imported anywhere
@@ -42,8 +52,7 @@ def manifest(
     try:
         result = build_manifest(corpus, root, cfg)
     except (UnknownCorpusError, CorpusLayoutError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     typer.echo(format_summary(write_manifest(result, out)))
 
 
@@ -66,8 +75,7 @@ def ingest(
     try:
         out = ingest_flow(corpus=corpus, root=str(root.resolve()), profile=cfg.profile, config_file=str(config) if config else None)
     except (UnknownCorpusError, CorpusLayoutError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     except ValidationFailed as exc:
         typer.secho(f"ingest stopped: {exc}", fg=typer.colors.RED, err=True)
         typer.echo(f"quarantine: {cfg.workspace / 'reports' / 'ingest' / corpus}; MLflow: `emotionthinker ui` -> {ui_url(cfg)}", err=True)
@@ -120,8 +128,7 @@ def demo_corpus(
     try:
         metadata = synthesize_demo_corpus(root, cfg)
     except EspeakError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     records = read_jsonl(metadata)
     splits = Counter(r["split"] for r in records)
     typer.echo(f"{len(records)} clips, {len(set(r['speaker'] for r in records))} voices, "
@@ -162,8 +169,7 @@ def train_gender(
     try:
         report = train_gender_classifier(manifest, cfg, register=not no_register, progress=True)
     except GenderTrainingError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     typer.echo(report.summary())
     typer.echo(f"  weights: {report.model_path}" + (f"; MLflow run {report.run_id}" if report.run_id else ""))
 
@@ -187,8 +193,7 @@ def transcribe(
         asr = get_transcriber(cfg.asr)
         tr = asr.align_known_text(y, text, language) if text else asr.transcribe(y)
     except (AudioError, AsrError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     prominences = build_stress_detector(cfg.asr, cfg.prosody).detect(y, cfg.audio.sample_rate, tr.words)
     typer.echo(f"{tr.source}: {tr.text}")
     for w, p in zip(tr.words, prominences):
@@ -211,14 +216,11 @@ def cot(
     from emotionthinker.records import iter_jsonl
 
     cfg = _cfg(profile, config)
-    if not inp.is_file():
-        typer.secho(f"input not found: {inp}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(inp.is_file(), f"input not found: {inp}")
     try:
         report = write_cot(iter_jsonl(inp), out, cfg, progress=True)
     except CotEndpointError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     typer.echo(
         f"{report.writer} ({report.model}, prompt {report.prompt_version}): {report.n_written} written, "
         f"{report.n_resumed} already there, {report.n_errors} errors {json.dumps(dict(report.error_reasons))}, "
@@ -240,14 +242,11 @@ def rm_data(
     from emotionthinker.cot.client import CotEndpointError
 
     cfg = _cfg(profile, config)
-    if not inp.is_file():
-        typer.secho(f"input not found: {inp}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(inp.is_file(), f"input not found: {inp}")
     try:
         summary = write_rm_tuples(inp, out, cfg)
     except CotEndpointError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     typer.echo(f"{summary['n_tuples']} tuples ({summary['n_gold']} gold, {summary['n_degraded']} degraded, "
                f"{summary['n_failed']} failed, {summary['n_off_target']} off target) -> {summary['out']}")
     typer.echo("score histogram (levels 1..5):")
@@ -271,13 +270,11 @@ def sft_data(
     cfg = _cfg(profile, config)
     for path in (annotated, cot_file):
         if path is not None and not path.is_file():
-            typer.secho(f"no such file: {path}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            _fail(f"no such file: {path}", 2)
     try:
         report = build_sft_corpus(read_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
     except ValidationFailed as exc:
-        typer.secho(f"sft-data stopped: {exc}; quarantine files in {out}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"sft-data stopped: {exc}; quarantine files in {out}")
     typer.echo(report.summary())
     typer.echo(f"  files: {out.resolve()}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
 
@@ -302,9 +299,7 @@ def annotate(
     from emotionthinker.validation import ValidationFailed
     from flows.annotate import annotate_flow
 
-    if not manifest.is_file():
-        typer.secho(f"manifest not found: {manifest}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(manifest.is_file(), f"manifest not found: {manifest}")
     try:
         res = annotate_flow(
             manifest=str(manifest), out=str(out) if out else None, profile=cfg.profile,
@@ -312,8 +307,7 @@ def annotate(
             calibration=str(calibration) if calibration else None, workers=workers,
         )  # fmt: skip
     except ValidationFailed as exc:
-        typer.secho(f"annotate stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"annotate stopped: {exc}")
     typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['x_realtime']:.0f}x real time)")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
     typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
@@ -326,14 +320,12 @@ def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optio
     from models.sft import SftDataError
 
     if root is not None and not root.is_dir():
-        typer.secho(f"corpus folder not found: {root}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        _fail(f"corpus folder not found: {root}", 2)
     try:
         res = retrain_flow(profile=cfg.profile, config_file=str(config) if config else None, corpus=corpus,
                            root=str(root.resolve()) if root else None)  # fmt: skip
     except (ValidationFailed, RetrainError, SftDataError) as exc:
-        typer.secho(f"retrain stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"retrain stopped: {exc}")
     typer.echo("\n" + res["summary"])
 
 
@@ -379,8 +371,7 @@ def train_sft(
         res = sft_flow(profile=cfg.profile, config_file=str(config) if config else None,
                        data_dir=str(data.resolve()) if data else None)  # fmt: skip
     except (SftDataError, ValidationFailed, SftTrainingError) as exc:
-        typer.secho(f"sft stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"sft stopped: {exc}")
     for stage, r in res["stages"].items():
         typer.echo(f"{stage}: {r['global_step']} steps, loss {r['first_loss']} -> {r['last_loss']}, {r['runtime_s']:.0f} s"
                    + (" (reused)" if r["reused"] else "") + f"\n  model: {r['model_dir']}")  # fmt: skip
@@ -408,15 +399,12 @@ def cot_data(
     from emotionthinker.validation import ValidationFailed
     from flows.cot import cot_flow
 
-    if not annotated.is_file():
-        typer.secho(f"annotated records not found: {annotated}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(annotated.is_file(), f"annotated records not found: {annotated}")
     try:
         res = cot_flow(annotated=str(annotated), out_dir=str(out_dir) if out_dir else None,
                        profile=cfg.profile, config_file=str(config) if config else None)  # fmt: skip
     except ValidationFailed as exc:
-        typer.secho(f"cot stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"cot stopped: {exc}")
     typer.echo(f"{res['writer']}: {json.dumps(res['counts'])}\n  cot: {res['cot']}\n  rm tuples: {res['rm_tuples']}")
     typer.echo(f"  data version: {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}")
 
@@ -437,8 +425,7 @@ def promote(
 
     name = model or cfg.promotion.model_name
     if name not in cfg.promotion.model_names:
-        typer.secho(f"unknown model {name!r}; promotion.model_names: {', '.join(cfg.promotion.model_names)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        _fail(f"unknown model {name!r}; promotion.model_names: {', '.join(cfg.promotion.model_names)}", 2)
     try:
         if use_flow:
             from flows.promote import promote_flow
@@ -453,8 +440,7 @@ def promote(
             d = promote_model(cfg, name, gate_metric, eval_data, evaluate_fn=default_evaluator(cfg))
             summary, decision, run_id = d.summary(), d.decision, d.run_id
     except PromotionError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     typer.echo(summary)
     typer.echo(f"  decision recorded: MLflow run {run_id} (stage promote); `emotionthinker ui` -> {ui_url(cfg)}")
     # Nothing to decide is a failure for a pipeline step; "kept" is a decision like "promoted".
@@ -484,8 +470,7 @@ def serve(
     try:
         serve_scheduled(cfg, config_file=config, interval_s=interval, port=port)
     except PrefectServerError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     except KeyboardInterrupt:
         pass
 
@@ -506,15 +491,12 @@ def train_rm(
     from models.reward_model import RmDataError
     from models.sft import SftTrainingError
 
-    if not tuples.is_file():
-        typer.secho(f"tuples not found: {tuples}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(tuples.is_file(), f"tuples not found: {tuples}")
     try:
         res = reward_model_flow(rm_tuples=str(tuples.resolve()), profile=cfg.profile,
                                 config_file=str(config) if config else None)  # fmt: skip
     except (RmDataError, ValidationFailed, SftTrainingError) as exc:
-        typer.secho(f"reward model stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"reward model stopped: {exc}")
     tr = res["training"]
     typer.echo(f"tuples: {json.dumps(res['counts'])} (held out {res['split_by']})")
     typer.echo(f"trained {tr['global_step']} steps, loss {tr['first_loss']} -> {tr['last_loss']}, {tr['runtime_s']:.0f} s"
@@ -594,16 +576,13 @@ def infer(
 
     cfg = _cfg(profile, config)
     if gender is not None and gender.lower() not in ("male", "female"):
-        typer.secho("--gender must be male or female", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        _fail("--gender must be male or female", 2)
     try:
         result = infer_clip(clip, cfg, model, use_asr=asr, gender=gender, calibration=calibration)
     except NoModelError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     except (AudioError, SourceError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     typer.echo(format_inference(result))
 
 
@@ -644,8 +623,7 @@ def baseline(
         res = run_linear_probe(cfg, encoder, str(manifest.resolve()) if manifest else None, benchmark, split, limit,
                                str(train_manifest.resolve()) if train_manifest else None, str(root) if root else None)  # fmt: skip
     except (BaselineError, EvalDataError) as exc:
-        typer.secho(f"baseline stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(f"baseline stopped: {exc}", 2)
     m = res["metrics"]
     typer.echo(f"linear probe on {res['benchmark']} ({res['n']} clips, {res['probe']['mode']}, "
                f"{res['probe']['n_train']} train clips): UAR {m['uar']:.4f}  WA {m['weighted_accuracy']:.4f}  "
@@ -676,17 +654,14 @@ def train_grpo(
     from models.grpo_trainer import GrpoTrainingError
     from models.sources import SourceError
 
-    if not data.is_file():
-        typer.secho(f"prompt file not found: {data}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+    _require(data.is_file(), f"prompt file not found: {data}")
     try:
         res = grpo_ptr_flow(train_manifest_or_cot=str(data.resolve()), policy_source=policy, reward_source=reward,
                             profile=cfg.profile, config_file=str(config) if config else None, plain_grpo=plain_grpo,
                             untrained_rm=untrained_rm, no_trust_weight=no_trust_weight, no_progressive=no_progressive,
                             max_steps=max_steps)  # fmt: skip
     except (GrpoDataError, GrpoTrainingError, ValidationFailed, SourceError) as exc:
-        typer.secho(f"grpo stopped: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(f"grpo stopped: {exc}")
     s = res["summary"]
     typer.echo(f"prompts: {json.dumps(res['counts'])}")
     typer.echo(f"GRPO-PTR from {res['policy_source']}: {res['global_step']} steps, R_t on at step {res['switch_step']}"
