@@ -13,6 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 ProfileOpt = typer.Option(None, "--profile", "-p", help="test | tiny (default) | paper")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file overriding the profile")
+ResultOpt = typer.Option(None, "--result-out", help="also write the stage's result (metrics, MLflow run, registered version) as JSON (dvc.yaml metrics)")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -24,6 +25,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def _require(ok: bool, message: str) -> None:
     if not ok:
         _fail(message, 2)
+
+
+def _write_result(path: Optional[Path], res: dict) -> None:
+    import json
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _cfg(profile: Optional[str], config: Optional[Path]):
@@ -348,13 +357,14 @@ def retrain(
     _run_retrain(_cfg(profile, config), config, corpus, root)
 
 
-train_app = typer.Typer(no_args_is_help=True, help="Training stages: sft (EmotionThinker-Base); rm and grpo follow.")
+train_app = typer.Typer(no_args_is_help=True, help="Training stages: sft (EmotionThinker-Base), rm (reasoning reward model), grpo (GRPO-PTR policy).")
 app.add_typer(train_app, name="train")
 
 
 @train_app.command("sft")
 def train_sft(
     data: Optional[Path] = typer.Option(None, "--data", help="folder with stage{1,2}.{train,validation}.jsonl (default: sft.data_dir or <paths.data>/sft)"),
+    result_out: Optional[Path] = ResultOpt,
     profile: Optional[str] = ProfileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -372,6 +382,7 @@ def train_sft(
                        data_dir=str(data.resolve()) if data else None)  # fmt: skip
     except (SftDataError, ValidationFailed, SftTrainingError) as exc:
         _fail(f"sft stopped: {exc}")
+    _write_result(result_out, res)
     for stage, r in res["stages"].items():
         typer.echo(f"{stage}: {r['global_step']} steps, loss {r['first_loss']} -> {r['last_loss']}, {r['runtime_s']:.0f} s"
                    + (" (reused)" if r["reused"] else "") + f"\n  model: {r['model_dir']}")  # fmt: skip
@@ -478,6 +489,7 @@ def serve(
 @train_app.command("rm")
 def train_rm(
     tuples: Path = typer.Option(..., "--tuples", help="reward-model (q, r, g) tuples .jsonl (from `cot-data` or `rm-data`)"),
+    result_out: Optional[Path] = ResultOpt,
     profile: Optional[str] = ProfileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -497,6 +509,7 @@ def train_rm(
                                 config_file=str(config) if config else None)  # fmt: skip
     except (RmDataError, ValidationFailed, SftTrainingError) as exc:
         _fail(f"reward model stopped: {exc}")
+    _write_result(result_out, res)
     tr = res["training"]
     typer.echo(f"tuples: {json.dumps(res['counts'])} (held out {res['split_by']})")
     typer.echo(f"trained {tr['global_step']} steps, loss {tr['first_loss']} -> {tr['last_loss']}, {tr['runtime_s']:.0f} s"
@@ -523,6 +536,7 @@ def evaluate(
     annotated: Optional[Path] = typer.Option(None, "--annotated", help="annotated records of these clips (for the judges)"),
     root: Optional[Path] = typer.Option(None, "--root", help="corpus folder for --benchmark without --manifest (default: shared data)"),
     variant: Optional[str] = typer.Option(None, "--variant", help="Table-4 variant tag (default: from the registry)"),
+    result_out: Optional[Path] = ResultOpt,
     profile: Optional[str] = ProfileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -548,6 +562,7 @@ def evaluate(
     except (EvalDataError, JudgeError, SourceError, ValidationFailed, ValueError) as exc:
         typer.secho(f"evaluate stopped: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1 if isinstance(exc, ValidationFailed) else 2) from None
+    _write_result(result_out, res)
     m = res["metrics"]
     typer.echo(f"{res['model']['label']} on {res['benchmark']} ({res['n']} clips, {res['quarantined']} quarantined): "
                f"UAR {m['uar']:.4f}  WA {m['weighted_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
@@ -640,6 +655,7 @@ def train_grpo(
     no_trust_weight: Optional[bool] = typer.Option(None, "--no-trust-weight/--trust-weight", help="ablation: tau = 1"),
     no_progressive: Optional[bool] = typer.Option(None, "--no-progressive/--progressive", help="ablation: R_t from the first step"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="default: grpo.max_steps"),
+    result_out: Optional[Path] = ResultOpt,
     profile: Optional[str] = ProfileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -662,6 +678,7 @@ def train_grpo(
                             max_steps=max_steps)  # fmt: skip
     except (GrpoDataError, GrpoTrainingError, ValidationFailed, SourceError) as exc:
         _fail(f"grpo stopped: {exc}")
+    _write_result(result_out, res)
     s = res["summary"]
     typer.echo(f"prompts: {json.dumps(res['counts'])}")
     typer.echo(f"GRPO-PTR from {res['policy_source']}: {res['global_step']} steps, R_t on at step {res['switch_step']}"
