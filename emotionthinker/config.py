@@ -414,7 +414,8 @@ class SftConfig(_Section):
     # Evaluation on held-out samples and the generation table.
     eval_max_samples: int = Field(24, ge=1)  # per task family (cot, attribute, comparative)
     eval_batch_size: int = Field(4, ge=1)
-    eval_max_new_tokens: int = Field(256, ge=1)
+    eval_max_new_tokens: int = Field(256, ge=1)  # reasoning (cot) samples
+    eval_short_answer_tokens: int = Field(32, ge=1)  # the other tasks (a level, a word, an order, a transcript)
     eval_base: bool = True  # evaluate the untrained base too, for comparison
     generation_samples: int = Field(6, ge=0)  # rows of the sample-generations table
     register_model: bool = True  # register the result in the MLflow Model Registry
@@ -611,7 +612,13 @@ class Config(_Section):
 
 # Profiles are small overrides of one base; only sizes and checkpoints differ.
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "tiny": {},
+    # Sized so that `make demo` (the whole retrain on the demo corpus) finishes in about 20 minutes on 2
+    # CPU cores; longer tiny runs (e.g. the SFT acceptance on RAVDESS) raise the steps in a config file.
+    "tiny": {
+        "sft": {"stage1_max_steps": 16, "stage2_max_steps": 16, "eval_max_samples": 8},
+        "rm": {"max_steps": 24, "eval_max_tuples": 48},
+        "grpo": {"max_steps": 10, "progressive_window": 3},
+    },
     "test": {
         "paths": {"workspace": "var/test", "data": "var/test/data", "cache": "var/cache"},
         "demo": {"clips_per_class": 2},

@@ -75,18 +75,25 @@ def select_for_eval(samples: Sequence, per_task: int, tasks: Sequence[str] = SCO
     return out
 
 
+def token_budget(task: str, max_new_tokens: int, cfg: Config) -> int:
+    """Reasoning gets the full budget; one-word and short-order answers need a few tokens, and a model
+    that does not stop (the untrained base) would otherwise decode the full budget for each of them."""
+    return max_new_tokens if task == "cot" else min(max_new_tokens, cfg.sft.eval_short_answer_tokens)
+
+
 def generate_answers(lm, samples: Sequence, cfg: Config, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers in sample order; batches group samples with the same system prompt."""
+    """Greedy answers in sample order; batches group samples with the same system prompt and task."""
     answers: dict[int, str] = {}
-    groups: dict[str | None, list[int]] = defaultdict(list)
+    groups: dict[tuple[str | None, str], list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
-        groups[s.system].append(i)
+        groups[(s.system, s.task)].append(i)
     lm.model.eval()
-    for system, idx in groups.items():
+    for (system, task), idx in groups.items():
+        budget = token_budget(task, max_new_tokens, cfg)
         for start in range(0, len(idx), batch_size):
             chunk = idx[start : start + batch_size]
             audios = [load_audio(samples[i].audio, cfg.audio) for i in chunk]
-            gen = lm.generate(audios, [samples[i].prompt for i in chunk], max_new_tokens=max_new_tokens, system=system)
+            gen = lm.generate(audios, [samples[i].prompt for i in chunk], max_new_tokens=budget, system=system)
             answers.update(zip(chunk, gen.texts))
     return [answers[i] for i in range(len(samples))]
 
