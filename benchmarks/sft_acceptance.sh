@@ -35,7 +35,7 @@ step annotate-ravdess "$ET" annotate --manifest "$DATA/manifests/ravdess/manifes
 # Levels are calibrated per corpus inside each annotate run, so the two sets simply concatenate.
 cat "$DATA/annotated/demo/annotated.jsonl" "$DATA/annotated/ravdess/annotated.jsonl" > "$COMBINED/annotated.jsonl"
 step cot "$ET" cot-data --annotated "$COMBINED/annotated.jsonl"
-step sft-data "$ET" sft-data --annotated "$COMBINED/annotated.jsonl" --cot "$DATA/cot/ravdess+demo/cot.jsonl" --out "$SFT_DIR"
+step sft-data "$ET" sft-data --annotated "$COMBINED/annotated.jsonl" --cot "$DATA/cot/ravdess+demo/emotion_cot.jsonl" --out "$SFT_DIR"
 step sft "$ET" train sft --data "$SFT_DIR" --config "$CONFIG" --result-out "$RESULT"
 echo "=== total: $((SECONDS - t_start)) s; result: $RESULT"
 
