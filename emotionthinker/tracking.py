@@ -230,7 +230,9 @@ def data_version_tags(data_version: Mapping[str, str] | None) -> dict[str, str]:
     """{"data/manifests/demo": "ab12.dir"} -> one tag per dataset plus the whole mapping as JSON."""
     if not data_version:
         return {}
-    tags = {f"data_version.{name}": md5 for name, md5 in data_version.items()}
+    # Tag keys allow letters, digits, _ - . : / and spaces; a folder such as "ravdess+demo" would be refused,
+    # so other characters become '_' here (the exact names stay in the JSON tag).
+    tags = {re.sub(r"[^A-Za-z0-9_\-.:/ ]", "_", f"data_version.{name}"): md5 for name, md5 in data_version.items()}
     tags["data_version"] = json.dumps(dict(data_version), sort_keys=True)
     return tags
 

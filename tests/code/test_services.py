@@ -224,3 +224,11 @@ def test_ui_serves_on_localhost_and_stops_with_its_worker(cfg, tmp_path):
     assert f"http://127.0.0.1:{port}" in out
     with pytest.raises(OSError):  # the uvicorn worker is gone with the server
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_data_version_tags_keep_only_characters_mlflow_accepts():
+    from emotionthinker.tracking import data_version_tags
+
+    tags = data_version_tags({"data/cot/ravdess+demo": "ab12.dir"})
+    assert tags["data_version.data/cot/ravdess_demo"] == "ab12.dir"
+    assert '"data/cot/ravdess+demo"' in tags["data_version"]  # the exact name is kept in the JSON tag
