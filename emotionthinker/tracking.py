@@ -84,13 +84,16 @@ def git_sha(root: Path = PROJECT_ROOT) -> str:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
-        # diff-index (unlike `git status`) never rewrites the index: read-only.
+        # diff-index (unlike `git status`) never rewrites the index: read-only. data/ is left out: `dvc add`
+        # edits its tracked .gitignore, which made every run after the first look like changed code (and
+        # miss the retrain cache); datasets enter cache keys by their content instead.
         dirty = subprocess.run(
-            ["git", "-C", str(root), "diff-index", "--quiet", "HEAD", "--"], capture_output=True, timeout=10
-        )
+            ["git", "-C", str(root), "diff-index", "HEAD", "--", ".", ":(exclude)data"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha + ("+dirty" if dirty.returncode == 1 else "")
+    return sha + ("+dirty" if dirty else "")
 
 
 # -- experiment ----------------------------------------------------------------

@@ -232,3 +232,26 @@ def test_data_version_tags_keep_only_characters_mlflow_accepts():
     tags = data_version_tags({"data/cot/ravdess+demo": "ab12.dir"})
     assert tags["data_version.data/cot/ravdess_demo"] == "ab12.dir"
     assert '"data/cot/ravdess+demo"' in tags["data_version"]  # the exact name is kept in the JSON tag
+
+
+def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
+    import subprocess
+
+    from emotionthinker.tracking import git_sha as cached_git_sha
+
+    git_sha = cached_git_sha.__wrapped__  # the lru_cache would hide the change
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / ".gitignore").write_text("/raw\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_sha(tmp_path)
+    (tmp_path / "data" / ".gitignore").write_text("/raw\n/demo\n")  # what `dvc add data/demo` does
+    assert git_sha(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2  # changed\n")
+    assert git_sha(tmp_path) == clean + "+dirty"
