@@ -335,6 +335,9 @@ class GrpoConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)  # linear warm-up of the learning rate, then constant
     shared_prefix: bool = True  # encode each prompt once for its K completions (families that support it)
+    # R_t answers: teacher-force the JSON skeleton and choose only the four digits (models/grpo_scoring.py);
+    # needs shared_prefix and a tokenizer that gives digits their own token, else free greedy decoding.
+    constrained_reward_answers: bool = True
     overlap_reward_model: bool = True  # score R_t in a thread while the reference/policy forward passes run
     train_splits: list[str] = ["train"]  # records of these splits are prompts (records without a split too)
     max_prompts: int = Field(0, ge=0)  # 0 -> every usable record

@@ -319,6 +319,37 @@ def test_shared_prefix_reward_scorer_answers_what_the_reward_model_answers(cfg):
     assert len(scores) == 5 and rm.stats.n_scored == before + 5  # parsed and counted by the reward model
 
 
+def test_constrained_reward_answers_take_the_likeliest_digit_in_each_slot(cfg):
+    """The teacher-forced skeleton holds, in each score slot, the argmax over 1..5 given the digits chosen
+    before it, as one plain forward pass per row computes it (no shared prefix, no cache, no padding)."""
+    from emotionthinker.labels import USER_PROMPT
+    from models.grpo_scoring import SharedPrefixRewardScorer
+    from models.reward_model import RM_SYSTEM, RewardModel, rm_prompt, score_slots, target_json
+    from models.rewards import CRITERIA
+
+    rm = RewardModel.from_source("random:qwen2audio-tiny", cfg)
+    rm.batch_size = 8
+    a = (0.2 * np.sin(np.arange(32000) / 7)).astype(np.float32)
+    b = (0.1 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32)
+    audios, reasonings = [a, b, a], ["The voice is high and fast.", "Low, slow: sad.", "Loud and tense, clearly angry."]
+    scorer = SharedPrefixRewardScorer(rm, constrained=True)
+    assert scorer.skeleton is not None
+    answers = scorer.generate(audios, [USER_PROMPT] * 3, reasonings)
+    core, slots = rm.lm._core(), score_slots(rm.lm.tokenizer)
+    for audio, reasoning, answer in zip(audios, reasonings, answers):
+        chosen = {c: 3 for c in CRITERIA}
+        for c, (position, candidates) in zip(CRITERIA, slots):
+            inputs = rm.lm.build_chat_inputs([audio], [rm_prompt(USER_PROMPT, reasoning)], [target_json(chosen)], system=RM_SYSTEM)
+            width = inputs["completion_mask"].shape[1]
+            with torch.no_grad():
+                hidden = core.model(**rm.lm._forward_inputs(inputs), use_cache=False).last_hidden_state
+                logits = core.lm_head(hidden[0, hidden.shape[1] - width + position - 1]).float()[candidates]
+            chosen[c] = int(logits.argmax()) + 1
+        assert answer == target_json(chosen)
+    assert all(s is not None for s in scorer.score(audios, [USER_PROMPT] * 3, reasonings))  # never the fallback
+    assert rm.stats.n_unparseable == 0 and rm.stats.n_scored == 3
+
+
 def test_an_update_moves_probability_towards_positive_advantages(cfg, tmp_path, scripted):
     """After one step (beta 0) the sampled completions with A > 0 gain log-probability and those with A < 0 lose it."""
     c = grpo_cfg(cfg, tmp_path, plain_grpo=True, beta=0.0, max_steps=1, learning_rate=1e-3)
