@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/grpo_step.py [--profile test|tiny] [--reps 6] [--batch 8] [--k 4]
                                              [--max-completion-length 32] [--policy SOURCE] [--reward SOURCE]
-                                             [--threads N] [--strict]
+                                             [--threads N] [--free-rm-decoding] [--strict]
 
 GRPO-PTR with R_t on (the steady state after the progressive switch) pays for reward-model scoring
 and the trust weight on top of what plain GRPO does: sampling, R_f/R_o, the reference forward and the
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", default=None, help="policy source (default: the profile's models.policy_source)")
     p.add_argument("--reward", default=None, help="reward model source (default: the profile's untrained base)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--free-rm-decoding", action="store_true",
+                   help="R_t answers by free greedy decoding instead of the constrained JSON skeleton")
     p.add_argument("--strict", action="store_true", help="exit 1 when the ratio misses the target")
     a = p.parse_args(argv)
 
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(a.profile, overrides={"paths": {"workspace": str(tmp / "ws")}})
     common = {"per_device_train_batch_size": a.batch, "num_generations": a.k, "max_completion_length": a.max_completion_length,
               "learning_rate": 1e-12, "max_steps": a.reps + 1, "output_dir": str(tmp / "out")}  # fmt: skip
-    cfg_ptr = base.model_copy(update={"grpo": base.grpo.model_copy(update={**common, "no_progressive": True})})
+    ptr_only = {"no_progressive": True, "constrained_reward_answers": not a.free_rm_decoding}
+    cfg_ptr = base.model_copy(update={"grpo": base.grpo.model_copy(update={**common, **ptr_only})})
     cfg_plain = base.model_copy(update={"grpo": base.grpo.model_copy(update={**common, "plain_grpo": True})})
 
     t0 = time.perf_counter()
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ptr = GrpoPtrTrainer(cfg_ptr, policy, dataset, tmp / "ptr", scorer=scorer, accelerator=accelerator)
     plain = GrpoPtrTrainer(cfg_plain, policy, dataset, tmp / "plain", reference=ptr.reference, accelerator=accelerator)
     print(f"profile {a.profile}: policy {policy_source}, reward model {reward_source}; batch {a.batch} "
-          f"completions (K={a.k}), max {a.max_completion_length} tokens; {len(prompts)} prompts; torch threads "
+          f"completions (K={a.k}), max {a.max_completion_length} tokens; R_t answers "
+          f"{'free greedy' if a.free_rm_decoding else 'constrained'}; {len(prompts)} prompts; torch threads "
           f"{torch.get_num_threads()}; set-up {time.perf_counter() - t0:.1f} s")  # fmt: skip
 
     times: dict[str, list[dict[str, float]]] = {"plain": [], "ptr": []}
