@@ -17,7 +17,7 @@ for f in "$OUT/sft_acceptance.json" "$OUT/grpo_acceptance.json"; do
   [ -f "$f" ] || { echo "$f not found: run benchmarks/sft_acceptance.sh and benchmarks/grpo_acceptance.sh first" >&2; exit 2; }
 done
 registered() {  # registered() RESULT.json -> registry:<name>@<version> of the model that run registered
-  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["registered"]; print(f"registry:{r[\"name\"]}@{r[\"version\"]}")' "$1"
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["registered"]; print("registry:%s@%s" % (r["name"], r["version"]))' "$1"
 }
 SFT=$(registered "$OUT/sft_acceptance.json")
 [ -f "$OUT/grpo_plain.json" ] || "$ET" train grpo --data "$PROMPTS" --policy "$SFT" --plain-grpo \
