@@ -41,14 +41,14 @@ import json, sys
 from emotionthinker.evaluation.metrics import metrics_from_rows
 from emotionthinker.evaluation.predict import read_outputs_table
 
-print(f"\n{'model [variant]':<34}{'benchmark':<10}{'n':>5}{'UAR':>8}{'WA':>8}{'F1':>8}{'format':>8}  recomputed equal")
+print(f"\n{'model [variant]':<36}{'benchmark':<10}{'n':>5}{'UAR':>8}{'WA':>8}{'F1':>8}{'format':>8}  recomputed equal")
 for path in sys.argv[1:]:
     r = json.load(open(path))
     m, again = r["metrics"], metrics_from_rows(read_outputs_table(r["outputs"]["jsonl"]))
     same = all(abs(a - b) < 1e-9 for a, b in ((again.uar, m["uar"]), (again.weighted_accuracy, m["weighted_accuracy"]),
                                               (again.macro_f1, m["macro_f1"]), (again.extra["format_rate"], m["format_rate"])))
     label = f"{r['model']['label']} [{r['model']['variant']}]"
-    print(f"{label:<34}{r['benchmark']:<10}{r['n']:>5}{m['uar']:>8.3f}{m['weighted_accuracy']:>8.3f}{m['macro_f1']:>8.3f}"
+    print(f"{label:<36}{r['benchmark']:<10}{r['n']:>5}{m['uar']:>8.3f}{m['weighted_accuracy']:>8.3f}{m['macro_f1']:>8.3f}"
           f"{m['format_rate']:>8.3f}  {same}")
 PY
 echo "tables: $OUT/tables/table2.md (Table-2 layout), $OUT/tables/table4.md (ablations)"
