@@ -338,6 +338,9 @@ class GrpoConfig(_Section):
     # R_t answers: teacher-force the JSON skeleton and choose only the four digits (models/grpo_scoring.py);
     # needs shared_prefix and a tokenizer that gives digits their own token, else free greedy decoding.
     constrained_reward_answers: bool = True
+    # "expected": each RM score is sum_d d * p(d) at its constrained slot instead of the argmax digit (a
+    # briefly trained RM answers its modal score for everything; the expectation still ranks reasonings).
+    reward_scores: Literal["greedy", "expected"] = "greedy"
     overlap_reward_model: bool = True  # score R_t in a thread while the reference/policy forward passes run
     train_splits: list[str] = ["train"]  # records of these splits are prompts (records without a split too)
     max_prompts: int = Field(0, ge=0)  # 0 -> every usable record

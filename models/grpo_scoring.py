@@ -12,6 +12,9 @@ With `constrained` the answer's JSON skeleton is teacher-forced and only the fou
 chosen (argmax over the tokens of 1..5): wherever the reward model answers in its trained format this
 is what greedy decoding answers, in one forward call per score instead of one per token (~40), and an
 untrained reward model (the Table-4 ablation) still gives its preferred scores rather than the fallback.
+With `expected` as well, each score is the probability-weighted sum_d d * p(d) over the digits at its
+slot (G-Eval style) instead of the argmax: a briefly trained reward model that answers the modal score
+for everything still ranks reasonings by how far its distribution leans, at no extra cost.
 
 Suffixes differ in length; they are left-padded so that every row ends at the same column, and each
 real token gets an explicit position (prefix length + its index), so the padding in the middle
@@ -35,7 +38,7 @@ from models.rewards import Scores
 class SharedPrefixRewardScorer:
     """Wraps a models.reward_model.RewardModel; see the module docstring."""
 
-    def __init__(self, rm: Any, constrained: bool = False):
+    def __init__(self, rm: Any, constrained: bool = False, expected: bool = False):
         from models.reward_model import score_slots, target_json
         from models.rewards import CRITERIA
 
@@ -45,6 +48,8 @@ class SharedPrefixRewardScorer:
         # The canonical answer's tokens (every score 3) and its score slots; None: free greedy decoding.
         self.skeleton = None if slots is None else (
             self.lm.tokenizer(target_json({c: 3 for c in CRITERIA}), add_special_tokens=False)["input_ids"], slots)
+        self.expected = expected and self.skeleton is not None
+        self._last_expected: list[tuple[float, ...]] | None = None  # per row of the last generate() call
 
     @property
     def stats(self):
@@ -61,11 +66,15 @@ class SharedPrefixRewardScorer:
         if not supports_shared_prefix(self.lm) or not audios:
             return self.rm.score(audios, questions, reasonings)
         texts: list[str] = [""] * len(audios)
+        expected: list[tuple[float, ...] | None] = [None] * len(audios)
         step = max(1, int(self.rm.batch_size))
         for start in range(0, len(audios), step):
             part = slice(start, start + step)
             texts[part] = self.generate(list(audios[part]), list(questions[part]), list(reasonings[part]))
-        return self.rm.score_texts(texts)
+            if self.expected and self._last_expected is not None:
+                expected[part] = self._last_expected
+        scores = self.rm.score_texts(texts)  # parsed and counted as always
+        return [Scores(*e) if e is not None else s for s, e in zip(scores, expected)]
 
     # -- generation ---------------------------------------------------------------------------------
     def _row_tokens(self, prompt: str, n_audio_tokens: int) -> list[int]:
@@ -83,6 +92,7 @@ class SharedPrefixRewardScorer:
         lm = self.lm
         core = lm._core()
         device = lm.device
+        self._last_expected = None
         from models.reward_model import RM_SYSTEM, rm_prompt
 
         # Rows of one clip share the clip's prefix; a clip is known by its samples.
@@ -172,6 +182,8 @@ class SharedPrefixRewardScorer:
         n = hidden.shape[0]
         answer = torch.tensor(skeleton, device=device).repeat(n, 1)
         fed = 0  # answer tokens already in the cache
+        digits = torch.arange(1, 6, dtype=torch.float32, device=device)
+        expected = []
         for slot, candidates in slots:
             if slot > fed:  # the skeleton (and the digit chosen last) up to this slot, in one call
                 chunk = answer[:, fed:slot]
@@ -182,5 +194,8 @@ class SharedPrefixRewardScorer:
                 hidden = out.last_hidden_state[:, -1]
                 fed = slot
             ids = torch.tensor(candidates, device=device)
-            answer[:, slot] = ids[core.lm_head(hidden).float()[:, ids].argmax(-1)]
+            logits = core.lm_head(hidden).float()[:, ids]
+            answer[:, slot] = ids[logits.argmax(-1)]
+            expected.append(torch.softmax(logits, dim=-1) @ digits)
+        self._last_expected = [tuple(float(v[i]) for v in expected) for i in range(n)]
         return self.lm.tokenizer.batch_decode(answer.tolist(), skip_special_tokens=True)

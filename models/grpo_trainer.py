@@ -689,7 +689,8 @@ def load_scorer(cfg: Config, reward_source: str | None) -> ReasoningScorer | Non
     if cfg.grpo.shared_prefix:
         from models.grpo_scoring import SharedPrefixRewardScorer
 
-        return SharedPrefixRewardScorer(rm, constrained=cfg.grpo.constrained_reward_answers)
+        return SharedPrefixRewardScorer(rm, constrained=cfg.grpo.constrained_reward_answers,
+                                        expected=cfg.grpo.reward_scores == "expected")
     return rm
 
 

@@ -336,7 +336,8 @@ def test_constrained_reward_answers_take_the_likeliest_digit_in_each_slot(cfg):
     assert scorer.skeleton is not None
     answers = scorer.generate(audios, [USER_PROMPT] * 3, reasonings)
     core, slots = rm.lm._core(), score_slots(rm.lm.tokenizer)
-    for audio, reasoning, answer in zip(audios, reasonings, answers):
+    weighted = SharedPrefixRewardScorer(rm, constrained=True, expected=True).score(audios, [USER_PROMPT] * 3, reasonings)
+    for audio, reasoning, answer, w in zip(audios, reasonings, answers, weighted):
         chosen = {c: 3 for c in CRITERIA}
         for c, (position, candidates) in zip(CRITERIA, slots):
             inputs = rm.lm.build_chat_inputs([audio], [rm_prompt(USER_PROMPT, reasoning)], [target_json(chosen)], system=RM_SYSTEM)
@@ -345,9 +346,11 @@ def test_constrained_reward_answers_take_the_likeliest_digit_in_each_slot(cfg):
                 hidden = core.model(**rm.lm._forward_inputs(inputs), use_cache=False).last_hidden_state
                 logits = core.lm_head(hidden[0, hidden.shape[1] - width + position - 1]).float()[candidates]
             chosen[c] = int(logits.argmax()) + 1
+            # expected=True: sum_d d * p(d) over the digits at the same slot, the argmax digit fed on.
+            assert getattr(w, c) == pytest.approx(float(torch.softmax(logits, -1) @ torch.arange(1.0, 6.0)), abs=1e-4)
         assert answer == target_json(chosen)
     assert all(s is not None for s in scorer.score(audios, [USER_PROMPT] * 3, reasonings))  # never the fallback
-    assert rm.stats.n_unparseable == 0 and rm.stats.n_scored == 3
+    assert rm.stats.n_unparseable == 0 and rm.stats.n_scored == 6
 
 
 def test_an_update_moves_probability_towards_positive_advantages(cfg, tmp_path, scripted):
