@@ -39,17 +39,13 @@ class SharedPrefixRewardScorer:
     """Wraps a models.reward_model.RewardModel; see the module docstring."""
 
     def __init__(self, rm: Any, constrained: bool = False, expected: bool = False):
-        from models.reward_model import score_slots, target_json
-        from models.rewards import CRITERIA
+        from models.reward_model import answer_skeleton
 
         self.rm = rm
         self.lm = rm.lm
-        slots = score_slots(self.lm.tokenizer) if constrained else None
         # The canonical answer's tokens (every score 3) and its score slots; None: free greedy decoding.
-        self.skeleton = None if slots is None else (
-            self.lm.tokenizer(target_json({c: 3 for c in CRITERIA}), add_special_tokens=False)["input_ids"], slots)
+        self.skeleton = answer_skeleton(self.lm.tokenizer) if constrained else None
         self.expected = expected and self.skeleton is not None
-        self._last_expected: list[tuple[float, ...]] | None = None  # per row of the last generate() call
 
     @property
     def stats(self):
@@ -70,9 +66,9 @@ class SharedPrefixRewardScorer:
         step = max(1, int(self.rm.batch_size))
         for start in range(0, len(audios), step):
             part = slice(start, start + step)
-            texts[part] = self.generate(list(audios[part]), list(questions[part]), list(reasonings[part]))
-            if self.expected and self._last_expected is not None:
-                expected[part] = self._last_expected
+            texts[part], weighted = self._answers(list(audios[part]), list(questions[part]), list(reasonings[part]))
+            if self.expected and weighted is not None:
+                expected[part] = weighted
         scores = self.rm.score_texts(texts)  # parsed and counted as always
         return [Scores(*e) if e is not None else s for s, e in zip(scores, expected)]
 
@@ -86,13 +82,17 @@ class SharedPrefixRewardScorer:
         text = self.lm._render(prompt, RM_SYSTEM).replace(token, token * n_audio_tokens, 1)
         return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.no_grad()
     def generate(self, audios: Sequence[Any], questions: Sequence[str], reasonings: Sequence[str]) -> list[str]:
         """Greedy answers in input order (what RewardModel.generate answers, computed with shared prefixes)."""
+        return self._answers(audios, questions, reasonings)[0]
+
+    @torch.no_grad()
+    def _answers(self, audios: Sequence[Any], questions: Sequence[str],
+                 reasonings: Sequence[str]) -> tuple[list[str], list[tuple[float, ...]] | None]:  # fmt: skip
+        """The answers, and with a constrained skeleton each row's probability-weighted scores (else None)."""
         lm = self.lm
         core = lm._core()
         device = lm.device
-        self._last_expected = None
         from models.reward_model import RM_SYSTEM, rm_prompt
 
         # Rows of one clip share the clip's prefix; a clip is known by its samples.
@@ -118,7 +118,7 @@ class SharedPrefixRewardScorer:
             prefix_len.append(k)
         audio_id = lm.audio_token_id
         if any(audio_id in rows[i][prefix_len[clip_index[i]] :] for i in range(len(rows))):
-            return self.rm.generate(audios, questions, reasonings)  # the clip is not inside the shared part
+            return self.rm.generate(audios, questions, reasonings), None  # the clip is not inside the shared part
 
         # Prefix pass: one row per clip, left-padded, with its audio features.
         width = max(prefix_len)
@@ -172,17 +172,19 @@ class SharedPrefixRewardScorer:
                              past_key_values=cache, use_cache=True)  # fmt: skip
             hidden = out.last_hidden_state[:, -1]
         generated = torch.stack(tokens, dim=1).tolist()
-        return lm.tokenizer.batch_decode([lm._strip(row) for row in generated], skip_special_tokens=True)
+        return lm.tokenizer.batch_decode([lm._strip(row) for row in generated], skip_special_tokens=True), None
 
     def _fill_score_slots(self, core: Any, hidden: torch.Tensor, cache: Any, attn: torch.Tensor,
-                          next_pos: torch.Tensor) -> list[str]:  # fmt: skip
-        """The skeleton answer with each score slot set to the most likely digit; `hidden` predicts answer token 0."""
+                          next_pos: torch.Tensor) -> tuple[list[str], list[tuple[float, ...]]]:  # fmt: skip
+        """The skeleton answer with each score slot set to the most likely digit, and each slot's expected
+        digit per row; `hidden` predicts answer token 0."""
+        from models.reward_model import expected_digit
+
         skeleton, slots = self.skeleton
         device = hidden.device
         n = hidden.shape[0]
         answer = torch.tensor(skeleton, device=device).repeat(n, 1)
         fed = 0  # answer tokens already in the cache
-        digits = torch.arange(1, 6, dtype=torch.float32, device=device)
         expected = []
         for slot, candidates in slots:
             if slot > fed:  # the skeleton (and the digit chosen last) up to this slot, in one call
@@ -196,6 +198,6 @@ class SharedPrefixRewardScorer:
             ids = torch.tensor(candidates, device=device)
             logits = core.lm_head(hidden).float()[:, ids]
             answer[:, slot] = ids[logits.argmax(-1)]
-            expected.append(torch.softmax(logits, dim=-1) @ digits)
-        self._last_expected = [tuple(float(v[i]) for v in expected) for i in range(n)]
-        return self.lm.tokenizer.batch_decode(answer.tolist(), skip_special_tokens=True)
+            expected.append(expected_digit(logits))
+        texts = self.lm.tokenizer.batch_decode(answer.tolist(), skip_special_tokens=True)
+        return texts, [tuple(float(v[i]) for v in expected) for i in range(n)]

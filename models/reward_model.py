@@ -307,7 +307,6 @@ class RewardModel:
         if isinstance(questions, str):
             questions = [questions] * len(audios)
         core = self.lm._core()
-        digits = torch.arange(1, 6, dtype=torch.float32)
         for start in range(0, len(rows), self.batch_size):
             part = rows[start : start + self.batch_size]
             completions = [target_json({c: min(5, max(1, round(getattr(greedy[i], c)))) for c in CRITERIA}) for i in part]
@@ -319,8 +318,7 @@ class RewardModel:
                 values = []
                 for position, candidates in slots:  # the token at completion index j is predicted at column -width + j - 1
                     logits = core.lm_head(hidden[:, hidden.shape[1] - width + position - 1]).float()
-                    probs = torch.softmax(logits[:, candidates], dim=-1).cpu()
-                    values.append(probs @ digits)
+                    values.append(expected_digit(logits[:, candidates]).cpu())
             for k, i in enumerate(part):
                 out[i] = Scores(*(float(v[k]) for v in values))
         return out
@@ -334,11 +332,24 @@ class RewardModel:
         return self.rewards_from_scores(self.score(audios, questions, reasonings))
 
 
+def expected_digit(logits):
+    """sum_d d * p(d), d = 1..5, per row of logits over the tokens of the digits 1..5."""
+    import torch
+
+    return torch.softmax(logits, dim=-1) @ torch.arange(1, 6, dtype=logits.dtype, device=logits.device)
+
+
 def score_slots(tokenizer) -> list[tuple[int, list[int]]] | None:
     """Per criterion: (index of its digit token in target_json's tokens, token ids of the digits 1..5).
 
     None when a digit does not get a token of its own (then the slots depend on the other scores).
     """
+    skeleton = answer_skeleton(tokenizer)
+    return None if skeleton is None else skeleton[1]
+
+
+def answer_skeleton(tokenizer) -> tuple[list[int], list[tuple[int, list[int]]]] | None:
+    """The tokens of target_json with every score 3 and its score slots (see score_slots); None as there."""
     base = {c: 3 for c in CRITERIA}
     encode = lambda g: tokenizer(target_json(g), add_special_tokens=False)["input_ids"]  # noqa: E731
     reference = encode(base)
@@ -352,7 +363,7 @@ def score_slots(tokenizer) -> list[tuple[int, list[int]]] | None:
             return None
         j = diff.pop()
         slots.append((j, [v[j] for v in variants]))
-    return slots
+    return reference, slots
 
 
 # -- evaluation -------------------------------------------------------------------------------------
