@@ -1,9 +1,9 @@
 """Annotation speed on real speech: the DSP annotator (Praat F0) against a librosa.pyin reference.
 
-    .venv/bin/python benchmarks/annotate_speed.py [--root ../shared/data/ravdess] [--workers N]
-                                                  [--limit N] [--no-whisper] [--strict]
+    .venv/bin/python benchmarks/annotate_speed.py [--root ../shared/data/ravdess] [--corpus ravdess]
+                                                  [--workers N] [--limit N] [--no-whisper] [--no-noise-floor] [--strict]
 
-Prints, for the RAVDESS clips under --root, audio-seconds per wall-second of
+Prints, for the clips under --root (RAVDESS layout unless --corpus names another), audio-seconds per wall-second of
 1. the annotate stage end to end (`annotate_manifest`, process pool on all cores,
    pool start-up included) without ASR, with ASR on the corpus transcripts (word
    alignment + stress) and with Whisper tiny.en transcribing (transcripts removed);
@@ -13,7 +13,9 @@ Prints, for the RAVDESS clips under --root, audio-seconds per wall-second of
    process) excluded: the ratio between the two is the fair speed comparison;
 3. level agreement between the two annotators: each set of measures is calibrated by the
    same procedure (per-corpus/gender tertiles, emotionthinker.prosody.levels) on its own
-   values, then pitch/energy/speed labels are compared clip by clip.
+   values, then pitch/energy/speed labels are compared clip by clip; beside it the noise
+   floor of that comparison: pYIN against itself with its frame grid moved by a fraction of
+   a hop (clips near a level edge flip on such a move alone).
 Targets (issue 3): DSP without ASR >= 150x real time on 2 cores, >= 20x faster than pYIN,
 levels agreeing >= 90%. A shared machine makes wall-clock numbers pessimistic, so the
 load average and the CPU seconds spent are printed beside them. Exit status 0 unless
@@ -107,6 +109,18 @@ def _measure_pyin(rec: dict[str, Any]) -> dict[str, Any]:
 MEASURERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"dsp": _measure_dsp, "pyin": _measure_pyin}
 
 
+def _measure_pyin_shifted(cfg_json: str, shift_s: float, rec: dict[str, Any]) -> dict[str, Any]:
+    """pYIN measures with the clip's first shift_s seconds dropped: the same speech on a moved frame grid."""
+    from emotionthinker.audio import load_audio
+    from emotionthinker.prosody.reference_pyin import measure_prosody_pyin
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    cfg = Config.model_validate_json(cfg_json)
+    y = load_audio(rec["audio_path"], cfg.audio)
+    return measure_prosody_pyin(y[int(round(shift_s * cfg.audio.sample_rate)):], cfg.audio.sample_rate, cfg.prosody).to_record()
+
+
 def _timed(kind: str, rec: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """Measures and the CPU seconds this worker spent on them (steady under a busy machine, unlike wall time)."""
     t0 = time.process_time()
@@ -191,6 +205,27 @@ def pitch_disagreements(records: list[dict[str, Any]], dsp_levels: list[dict[str
             f"on all clips: median {np.median(both):.2f} st, 95th percentile {np.percentile(both, 95):.2f} st")
 
 
+def grid_noise_floor(records: list[dict[str, Any]], cfg: Config, workers: int, dsp_levels: list[dict[str, Any]],
+                     pyin_levels: list[dict[str, Any]]) -> list[str]:
+    """Pitch-label agreement the comparison cannot be expected to beat: pYIN against itself on a frame grid moved by
+    1/3 and 2/3 of its hop (the DSP's grid is anchored on the speech, so it has no such freedom), and the DSP
+    against each moved pYIN. Context for the agreement target, not a replacement for it."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from emotionthinker.prosody.reference_pyin import PYIN_HOP_S
+
+    lines = []
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for frac in (1 / 3, 2 / 3):
+            shift = frac * PYIN_HOP_S
+            moved = list(pool.map(functools.partial(_measure_pyin_shifted, cfg.model_dump_json(), shift), records, chunksize=4))
+            moved_levels = levels_from_measures(records, moved, cfg)
+            own, dsp = agreement(pyin_levels, moved_levels)["pitch_level"][0], agreement(dsp_levels, moved_levels)["pitch_level"][0]
+            lines.append(f"pYIN grid moved {1000 * shift:.1f} ms: pYIN vs itself {own:.1%}, DSP vs moved pYIN {dsp:.1%}")
+    return lines
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -205,22 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N clips only (quick look)")
     parser.add_argument("--no-whisper", action="store_true", help="skip the Whisper transcription run (slowest)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--corpus", default="ravdess", help="corpus layout of --root (ravdess, emodb, ...)")
+    parser.add_argument("--no-noise-floor", action="store_true", help="skip the moved-grid pYIN runs (2 extra pYIN passes)")
     parser.add_argument("--save", type=Path, default=None, help="write per-clip DSP/pYIN measures and levels (.jsonl)")
     args = parser.parse_args(argv)
 
     from emotionthinker.corpora import build_manifest
 
     if not args.root.is_dir():
-        print(f"no corpus at {args.root}: pass --root (RAVDESS layout)", file=sys.stderr)
+        print(f"no corpus at {args.root}: pass --root (and --corpus for a layout other than RAVDESS)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="et-bench-") as tmp:
         work = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")}
         cfg = load_config("tiny", environ=env, overrides={"paths": {"workspace": str(work / "ws"), "data": str(work / "ws" / "data")}})
-        records = [r.model_dump() for r in build_manifest("ravdess", args.root, cfg).records]
+        records = [r.model_dump() for r in build_manifest(args.corpus, args.root, cfg).records]
         records = records[: args.limit] if args.limit else records
         if not records:
-            print(f"no RAVDESS clips under {args.root}", file=sys.stderr)
+            print(f"no {args.corpus} clips under {args.root}", file=sys.stderr)
             return 2
         audio_total = sum(float(r["duration_s"] or 0) for r in records)
         w = args.workers
@@ -279,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     print("  " + pitch_disagreements(records, dsp_levels, pyin_levels, dsp_measures, pyin_measures))
     print(f"  self-check: annotate output vs re-fitted warm-pool DSP measures: "
           + ", ".join(f"{k} {r:.0%}" for k, (r, _) in self_check.items()))
+    if not args.no_noise_floor:
+        print("  noise floor of the pitch comparison (each side calibrated on its own measures, as above):")
+        for line in grid_noise_floor(records, cfg, w, dsp_levels, pyin_levels):
+            print("    " + line)
 
     if args.save:
         from emotionthinker.records import write_jsonl
