@@ -1,43 +1,78 @@
 #!/usr/bin/env bash
-# Tiny GRPO-PTR acceptance (issue 6): GRPO-PTR from the SFT model of benchmarks/sft_acceptance.sh
-# (emotionthinker-base@challenger) scored by the reward model of `make demo`
-# (emotionthinker-reward@challenger) on the RAVDESS 01-02 + demo CoT prompts; prints the per-step
-# training reward, accuracy and R_t state from the run's MLflow metrics, first-5 vs last-5 means,
-# the switch step and the wall time. The curves are also the run's `reward_accuracy.png` in MLflow.
+# Tiny GRPO-PTR acceptance (issue 6). Trains the reasoning reward model on the RAVDESS 01-02 + demo
+# RM tuples of benchmarks/sft_acceptance.sh (64 LoRA steps; prints the held-out Spearman per
+# criterion), then runs GRPO-PTR from the SFT acceptance model (emotionthinker-base@challenger)
+# scored by that reward model, with benchmarks/grpo_acceptance.yaml. Prints the per-step training
+# reward, accuracy and R_t state read back from the run's MLflow metrics (the run also holds the
+# curves as `reward_accuracy.png`), first vs last means, and checks that R_t switched on at the step
+# the progressive schedule gives for the logged accuracies.
 #
-#   make demo && bash benchmarks/sft_acceptance.sh && bash benchmarks/grpo_acceptance.sh   (~20 min on 2 cores)
+#   bash benchmarks/sft_acceptance.sh && bash benchmarks/grpo_acceptance.sh   (~40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ET=.venv/bin/emotionthinker
+PY=.venv/bin/python
+CONFIG=benchmarks/grpo_acceptance.yaml
 PROMPTS=${1:-data/cot/ravdess+demo/emotion_cot.jsonl}
-RESULT=var/benchmarks/grpo_acceptance.json
+TUPLES=$(dirname "$PROMPTS")/rm_tuples.jsonl
+OUT=var/benchmarks
+RM_RESULT=$OUT/rm_acceptance.json
+RESULT=$OUT/grpo_acceptance.json
 [ -x "$ET" ] || { echo "run 'make setup' first" >&2; exit 2; }
-[ -f "$PROMPTS" ] || { echo "$PROMPTS not found: run benchmarks/sft_acceptance.sh first" >&2; exit 2; }
-mkdir -p "$(dirname "$RESULT")"
+for f in "$PROMPTS" "$TUPLES"; do
+  [ -f "$f" ] || { echo "$f not found: run benchmarks/sft_acceptance.sh first" >&2; exit 2; }
+done
+mkdir -p "$OUT"
 
 t0=$SECONDS
-"$ET" train grpo --data "$PROMPTS" --policy registry:emotionthinker-base@challenger \
-  --reward registry:emotionthinker-reward@challenger -c benchmarks/grpo_acceptance.yaml --result-out "$RESULT"
+[ -f "$RM_RESULT" ] || "$ET" train rm --tuples "$TUPLES" -c "$CONFIG" --result-out "$RM_RESULT"
+rm_wall=$((SECONDS - t0))
+REWARD=$("$PY" - "$RM_RESULT" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[1]))
+t, ev = res["training"], res["eval"]
+print(f"reward model {res['registered']['name']} v{res['registered']['version']}: {t['global_step']} steps, loss {t['first_loss']} -> {t['last_loss']}; held-out Spearman "
+      f"(greedy / expected scores), parse rate {ev.get('parse_rate', float('nan')):.3f}:", file=sys.stderr)
+# Greedy (argmax) Spearman is missing where the argmax answers are constant (undefined correlation).
+for key in sorted({k.removeprefix("expected/") for k in ev if k.removeprefix("expected/").startswith("spearman/")}):
+    print(f"  {key[9:]:<34}{ev.get(key, float('nan')):>7.3f}{ev.get('expected/' + key, float('nan')):>9.3f}", file=sys.stderr)
+r = res["registered"]
+print(f"registry:{r['name']}@{r['version']}")
+PY
+)
+echo "=== reward model: $REWARD (${rm_wall} s)"
+
+t0=$SECONDS
+"$ET" train grpo --data "$PROMPTS" --policy registry:emotionthinker-base@challenger --reward "$REWARD" \
+  -c "$CONFIG" --result-out "$RESULT"
 wall=$((SECONDS - t0))
 
-.venv/bin/python - "$RESULT" "$wall" <<'PY'
+"$PY" - "$RESULT" "$wall" "$CONFIG" <<'PY'
 import json, sys
+from statistics import fmean
 import mlflow
 from emotionthinker.config import load_config
 
-res, wall = json.load(open(sys.argv[1])), int(sys.argv[2])
-cfg = load_config(None, "benchmarks/grpo_acceptance.yaml")
+res, wall, config = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+cfg = load_config(None, config)
+g = cfg.grpo
 client = mlflow.tracking.MlflowClient(cfg.tracking_uri)
 def series(key):
     return {m.step: m.value for m in client.get_metric_history(res["run_id"], key)}
-reward, acc, on = series("reward"), series("accuracy"), series("reasoning/on")
+reward, acc, on, rt = series("reward"), series("accuracy"), series("reasoning/on"), series("rewards/reasoning/mean")
+steps = sorted(acc)
 print(f"\nGRPO-PTR from {res['policy_source']}: {res['global_step']} steps, {wall} s wall; MLflow run {res['run_id']}")
-print(f"{'step':>4} {'reward':>7} {'accuracy':>9} {'R_t on':>7}")
-for step in sorted(reward):
-    print(f"{step:>4} {reward[step]:>7.3f} {acc.get(step, float('nan')):>9.3f} {int(on.get(step, 0)):>7}")
-s = res["summary"]
-print(f"mean reward first 5 / last 5: {s['reward_first5']:.3f} -> {s['reward_last5']:.3f}; "
-      f"accuracy: {s['accuracy_first5']:.3f} -> {s['accuracy_last5']:.3f}")
-print(f"R_t switch step: {res['switch_step']} (schedule: on once the mean accuracy of the last "
-      f"{cfg.grpo.progressive_window} steps >= {cfg.grpo.progressive_threshold})")
+print(f"{'step':>4} {'reward':>7} {'accuracy':>9} {'R_t on':>7} {'R_t':>6}")
+for s in steps:
+    print(f"{s:>4} {reward[s]:>7.3f} {acc[s]:>9.3f} {int(on.get(s, 0)):>7} " + (f"{rt[s]:>6.3f}" if s in rt else f"{'-':>6}"))
+half = len(steps) // 2
+for name, d in (("reward", reward), ("accuracy", acc)):
+    v = [d[s] for s in steps]
+    print(f"mean {name}: first 5 {fmean(v[:5]):.3f} -> last 5 {fmean(v[-5:]):.3f}; "
+          f"first half {fmean(v[:half]):.3f} -> second half {fmean(v[half:]):.3f}")
+# The schedule, recomputed from the logged accuracies: first step whose full window averages >= threshold.
+w = g.progressive_window
+expected = next((s for i, s in enumerate(steps) if i + 1 >= w and fmean(acc[t] for t in steps[i + 1 - w:i + 1]) >= g.progressive_threshold), None)
+print(f"R_t switch step: {res['switch_step']}; the schedule (mean accuracy of the last {w} steps >= "
+      f"{g.progressive_threshold}) gives {expected}: {'agree' if expected == res['switch_step'] else 'DISAGREE'}")
 PY
