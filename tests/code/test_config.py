@@ -77,3 +77,10 @@ def test_relative_paths_resolve_against_project_root():
     cfg = load_config(environ={})
     assert cfg.workspace.is_absolute() and cfg.workspace.name == "var"
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
+def test_benchmark_configs_load(path: Path):
+    # The acceptance scripts pass these as --config; a misspelt key would only fail after the data steps.
+    cfg = load_config(None, path, environ={})
+    assert cfg.profile == "tiny"
