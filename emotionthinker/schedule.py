@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotionthinker.config import PROJECT_ROOT, Config
-from emotionthinker.services import configure_environment
+from emotionthinker.services import configure_environment, start_service, stop_group
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -78,16 +77,7 @@ class LocalPrefectServer:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop the server and the processes it started (own process group); return its exit code."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.process.poll()
+        return stop_group(self.process, timeout)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -160,10 +150,8 @@ def local_prefect_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"server-{port}.log"
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            prefect_server_command(host, port), env=server_environment(cfg, extra_env), stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        proc = start_service(prefect_server_command(host, port), env=server_environment(cfg, extra_env), stdout=out,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     server = LocalPrefectServer(proc, host, port, log_file)
     try:
         took = wait_until_healthy(server, cfg.schedule.server_startup_timeout_s)

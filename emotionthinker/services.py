@@ -10,12 +10,14 @@ no telemetry. Pointing at real servers is configuration
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from emotionthinker.config import Config
 
@@ -98,7 +100,7 @@ def run_mlflow_ui(cfg: Config) -> int:
         path = local_path(uri)
         if path is not None:
             (path.parent if uri.startswith("sqlite:") else path).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(mlflow_ui_command(cfg), start_new_session=True)
+    proc = start_service(mlflow_ui_command(cfg))
 
     def _terminate(signum, frame):  # SIGTERM takes the same path as Ctrl-C
         raise KeyboardInterrupt
@@ -107,20 +109,45 @@ def run_mlflow_ui(cfg: Config) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        _stop_group(proc)
+        stop_group(proc)
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
+    """SIGTERM, then SIGKILL, to the process group of a child from `start_service`; returns its exit code."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            proc.wait(timeout=timeout)
-            return
+            return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             continue
+    return proc.poll()
+
+
+def start_service(cmd: list[str], **popen_kwargs: Any) -> subprocess.Popen:
+    """Start a server child in its own process group (Ctrl-C reaches only us, and we stop the whole group).
+
+    On Linux the kernel also sends it SIGTERM when this process dies without stopping it (SIGKILL, the
+    OOM killer): otherwise such a server outlives us and keeps its port.
+    """
+    preexec = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        # Resolved here, in the parent: the child between fork and exec must not import anything.
+        preexec = functools.partial(_die_with_parent, ctypes.CDLL(None, use_errno=True).prctl, os.getpid())
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=preexec, **popen_kwargs)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(prctl: Any, parent_pid: int) -> None:
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -255,3 +255,44 @@ def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
     assert git_sha(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2  # changed\n")
     assert git_sha(tmp_path) == clean + "+dirty"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_service_dies_with_the_process_that_started_it(tmp_path: Path):
+    # `emotionthinker serve` / `ui` killed with SIGKILL cannot stop their server; the kernel must.
+    pidfile = tmp_path / "service.pid"
+    script = (
+        "import sys, time\n"
+        "from emotionthinker.services import start_service\n"
+        "p = start_service([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    service = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        service = int(pidfile.read_text())
+        assert _running(service)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _running(service) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(service), "the service outlived the process that started it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if service is not None and _running(service):
+            os.kill(service, signal.SIGKILL)

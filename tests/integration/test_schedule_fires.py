@@ -82,7 +82,7 @@ def test_served_flow_fires_on_its_schedule_on_a_local_server(cfg, config_file, t
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the runner stops, then the server is stopped
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)  # the server gets up to 2 x 20 s to stop (LocalPrefectServer.stop)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
