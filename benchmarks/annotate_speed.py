@@ -97,28 +97,24 @@ def _measure_dsp(rec: dict[str, Any]) -> dict[str, Any]:
     return measure_prosody(load_audio(rec["audio_path"], cfg.audio), cfg.audio.sample_rate, cfg.prosody).to_record()
 
 
-def _measure_pyin(rec: dict[str, Any]) -> dict[str, Any]:
+def _measure_pyin(rec: dict[str, Any], shift_s: float = 0.0) -> dict[str, Any]:
+    """pYIN measures; shift_s > 0 drops the clip's first shift_s seconds: the same speech on a moved frame grid."""
     from emotionthinker.audio import load_audio
     from emotionthinker.prosody.reference_pyin import measure_prosody_pyin
 
     cfg: Config = _STATE["cfg"]
     y = load_audio(rec["audio_path"], cfg.audio)
-    return measure_prosody_pyin(y, cfg.audio.sample_rate, cfg.prosody).to_record()
+    return measure_prosody_pyin(y[int(round(shift_s * cfg.audio.sample_rate)) :], cfg.audio.sample_rate, cfg.prosody).to_record()
 
 
 MEASURERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"dsp": _measure_dsp, "pyin": _measure_pyin}
 
 
-def _measure_pyin_shifted(cfg_json: str, shift_s: float, rec: dict[str, Any]) -> dict[str, Any]:
-    """pYIN measures with the clip's first shift_s seconds dropped: the same speech on a moved frame grid."""
-    from emotionthinker.audio import load_audio
-    from emotionthinker.prosody.reference_pyin import measure_prosody_pyin
-
+def _init_worker(cfg_json: str) -> None:
+    """One BLAS/numba thread per worker process (the pool supplies the parallelism) and the run's config."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
-    cfg = Config.model_validate_json(cfg_json)
-    y = load_audio(rec["audio_path"], cfg.audio)
-    return measure_prosody_pyin(y[int(round(shift_s * cfg.audio.sample_rate)):], cfg.audio.sample_rate, cfg.prosody).to_record()
+    _STATE["cfg"] = Config.model_validate_json(cfg_json)
 
 
 def _timed(kind: str, rec: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -130,10 +126,8 @@ def _timed(kind: str, rec: dict[str, Any]) -> tuple[dict[str, Any], float]:
 
 def _warm_worker(kind: str, cfg_json: str, warmup_record: dict[str, Any], barrier: Any, times: Any) -> None:
     """Import, compile (pYIN's numba JIT) and cache everything on one clip before the clock starts."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
     t0 = time.perf_counter()
-    _STATE["cfg"] = Config.model_validate_json(cfg_json)
+    _init_worker(cfg_json)
     MEASURERS[kind](warmup_record)
     times.append((time.perf_counter() - t0, time.process_time()))  # wall of the warm-up, CPU so far
     _STATE["barrier"] = barrier
@@ -216,10 +210,11 @@ def grid_noise_floor(records: list[dict[str, Any]], cfg: Config, workers: int, d
     from emotionthinker.prosody.reference_pyin import PYIN_HOP_S
 
     lines = []
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(cfg.model_dump_json(),)) as pool:  # fmt: skip
         for frac in (1 / 3, 2 / 3):
             shift = frac * PYIN_HOP_S
-            moved = list(pool.map(functools.partial(_measure_pyin_shifted, cfg.model_dump_json(), shift), records, chunksize=4))
+            moved = list(pool.map(functools.partial(_measure_pyin, shift_s=shift), records, chunksize=4))
             moved_levels = levels_from_measures(records, moved, cfg)
             own, dsp = agreement(pyin_levels, moved_levels)["pitch_level"][0], agreement(dsp_levels, moved_levels)["pitch_level"][0]
             lines.append(f"pYIN grid moved {1000 * shift:.1f} ms: pYIN vs itself {own:.1%}, DSP vs moved pYIN {dsp:.1%}")
