@@ -52,6 +52,7 @@ import json, sys
 from statistics import fmean
 import mlflow
 from emotionthinker.config import load_config
+from models.grpo_math import ProgressiveSchedule
 
 res, wall, config = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
 cfg = load_config(None, config)
@@ -70,9 +71,11 @@ for name, d in (("reward", reward), ("accuracy", acc)):
     v = [d[s] for s in steps]
     print(f"mean {name}: first 5 {fmean(v[:5]):.3f} -> last 5 {fmean(v[-5:]):.3f}; "
           f"first half {fmean(v[:half]):.3f} -> second half {fmean(v[half:]):.3f}")
-# The schedule, recomputed from the logged accuracies: first step whose full window averages >= threshold.
-w = g.progressive_window
-expected = next((s for i, s in enumerate(steps) if i + 1 >= w and fmean(acc[t] for t in steps[i + 1 - w:i + 1]) >= g.progressive_threshold), None)
-print(f"R_t switch step: {res['switch_step']}; the schedule (mean accuracy of the last {w} steps >= "
+# The trainer's schedule class, replayed on the logged accuracies, against the switch the run logged.
+schedule = ProgressiveSchedule.from_config(g)
+for s in steps:
+    schedule.update(s, acc[s])
+expected = schedule.switch_step
+print(f"R_t switch step: {res['switch_step']}; the schedule (mean accuracy of the last {g.progressive_window} steps >= "
       f"{g.progressive_threshold}) gives {expected}: {'agree' if expected == res['switch_step'] else 'DISAGREE'}")
 PY
