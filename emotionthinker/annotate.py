@@ -28,7 +28,7 @@ from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
-from emotionthinker.prosody.levels import Calibration, assign_levels, fit_calibration_from_records
+from emotionthinker.prosody.levels import Calibration, assign_levels, calibration_gender, fit_calibration_from_records
 from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.records import QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, write_jsonl
 
@@ -264,7 +264,7 @@ class _LineAppender:
 def apply_levels(measured: Iterable[dict[str, Any]], calibration: Calibration) -> Iterator[tuple[str, dict[str, Any]]]:
     """Attach calibrated levels; a clip whose level cannot be ranked is quarantined, not guessed."""
     for rec in measured:
-        levels, used = assign_levels(rec["prosody"], rec["corpus"], rec.get("gender") or "unknown", calibration)
+        levels, used = assign_levels(rec["prosody"], rec["corpus"], calibration_gender(rec), calibration)
         if levels.get("pitch_level") is None and not rec["prosody"].get("f0_median_hz"):
             # Whispered or unvoiced speech has no F0 to rank: say so rather than guess a level.
             levels["pitch_level"] = "unknown"
@@ -273,7 +273,7 @@ def apply_levels(measured: Iterable[dict[str, Any]], calibration: Calibration) -
             yield "quarantine", _quarantine(rec, "unmeasurable_level", "LevelError", f"no measure for {', '.join(missing)}")
             continue
         out = dict(rec)
-        out["annotations"] = {**levels, **rec["annotations"]}
+        out["annotations"] = {**rec["annotations"], **levels}  # levels last: re-labelling a labelled record must take the new ones
         out["prosody"] = {**rec["prosody"], "calibration": used}
         yield "ok", out
 

@@ -8,8 +8,9 @@ belongs to. Thresholds are the 1/3 and 2/3 quantiles of:
 - speed: articulation rate (syllables per second of speech), per corpus; the
   rate over the whole clip would change with leading/trailing silence.
 A group with fewer than cfg.min_group_size finite values falls back; pitch
-first to the same gender over all corpora ("global/<gender>"), then to all
-records ("global"). The calibration is a JSON artifact, so a later batch can
+to the same gender over all corpora ("global/<gender>", fitted whatever its
+size, since pooling genders would rank clips by gender), and to all records
+("global") only for clips of unknown gender. The calibration is a JSON artifact, so a later batch can
 be labelled with exactly the same thresholds.
 """
 
@@ -112,6 +113,12 @@ def _value(measures: Any, name: str) -> float:
     return float("nan") if raw is None else float(raw)
 
 
+# A small gender group still gets its own pitch thresholds: pooling genders would rank clips by
+# gender (every female voice 'high'), a far larger error than tertiles of a few dozen clips.
+_GENDERS = ("male", "female")
+_ALWAYS_FITTED: dict[str, tuple[str, ...]] = {"pitch": tuple(f"{GLOBAL}/{g}" for g in _GENDERS)}
+
+
 def _tertiles(values: list[float]) -> Thresholds:
     lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [1 / 3, 2 / 3])
     return Thresholds(float(lo), float(hi), len(values))
@@ -140,14 +147,23 @@ def fit_calibration(records_measures: Iterable[tuple[str, str, Any]], cfg: Proso
     groups: dict[str, dict[str, Thresholds]] = {}
     for attribute, by_group in values.items():
         groups[attribute] = {
-            k: _tertiles(v) for k, v in by_group.items() if k == GLOBAL or len(v) >= pcfg.min_group_size
+            k: _tertiles(v) for k, v in by_group.items()
+            if k in (GLOBAL, *_ALWAYS_FITTED.get(attribute, ())) or len(v) >= pcfg.min_group_size
         }
     return Calibration(pcfg.min_group_size, groups)
 
 
+def calibration_gender(record: Mapping[str, Any]) -> str:
+    """The corpus's speaker gender, else the classifier's (annotations.gender), else 'unknown'."""
+    for value in (record.get("gender"), (record.get("annotations") or {}).get("gender")):
+        if str(value).lower() in _GENDERS:
+            return str(value).lower()
+    return "unknown"
+
+
 def fit_calibration_from_records(records: Iterable[Mapping[str, Any]], cfg: ProsodyConfig | Config) -> Calibration:
     """fit_calibration over annotated records (keys corpus, gender and prosody)."""
-    return fit_calibration(((r["corpus"], r.get("gender") or "unknown", r["prosody"]) for r in records), cfg)
+    return fit_calibration(((r["corpus"], calibration_gender(r), r["prosody"]) for r in records), cfg)
 
 
 def assign_levels(

@@ -104,3 +104,44 @@ def test_fit_from_annotated_records(cfg):
     ]
     cal = fit_calibration_from_records(records, cfg.prosody)  # test profile: min_group_size 5
     assert "r/female" in cal.groups["pitch"] and cal.groups["speed"]["r"].n == 6
+
+
+def test_a_small_gender_group_is_never_pooled_with_the_other_gender(cfg):
+    """Below min_group_size everywhere (the tiny demo: 48 voiced clips per gender, min 50), pitch keeps
+    per-gender thresholds; pooled ones would call every female clip 'high' and every male clip 'low'."""
+    p = cfg.prosody.model_copy(update={"min_group_size": 50})
+    items = _corpus("d", "female", 12, 10.0, -30.0, 4.0) + _corpus("d", "male", 12, -2.0, -30.0, 4.0)
+    cal = fit_calibration(items, p)
+    for gender, st0 in (("female", 10.0), ("male", -2.0)):
+        counts = {"low": 0, "normal": 0, "high": 0}
+        for i in range(12):
+            levels, used = assign_levels(_m(st0 + i, -30.0, 4.0), "d", gender, cal)
+            counts[levels["pitch_level"]] += 1
+            assert used["pitch"] == f"global/{gender}" and used["energy"] == "global"
+        assert counts == {"low": 4, "normal": 4, "high": 4}, (gender, counts)
+    assert cal.groups["pitch"]["global/female"].n == 12
+    _, used = assign_levels(_m(5.0, -30.0, 4.0), "d", "unknown", cal)
+    assert used["pitch"] == "global"  # no gender: the pooled thresholds are all there is
+
+
+def test_relabelling_a_labelled_record_takes_the_new_levels(cfg):
+    from emotionthinker.annotate import apply_levels
+
+    p = cfg.prosody.model_copy(update={"min_group_size": 3})
+    cal = fit_calibration(_corpus("r", "female", 9, 10.0, -30.0, 4.0), p)
+    rec = {"id": "x", "corpus": "r", "gender": "female", "prosody": {**_m(10.0, -22.0, 4.0), "f0_median_hz": 178.0},
+           "annotations": {"pitch_level": "high", "energy_level": "low", "speed_level": "fast", "gender": "Female"}}
+    [(status, out)] = list(apply_levels([rec], cal))
+    assert status == "ok"
+    assert {k: out["annotations"][k] for k in ("pitch_level", "energy_level", "speed_level")} == {
+        "pitch_level": "low", "energy_level": "high", "speed_level": "slow"}
+    assert out["annotations"]["gender"] == "Female"
+
+
+def test_calibration_gender_prefers_the_corpus_then_the_classifier():
+    from emotionthinker.prosody.levels import calibration_gender
+
+    assert calibration_gender({"gender": "Female", "annotations": {"gender": "Male"}}) == "female"
+    assert calibration_gender({"gender": None, "annotations": {"gender": "Male"}}) == "male"
+    assert calibration_gender({"gender": "unknown", "annotations": {"gender": "unknown"}}) == "unknown"
+    assert calibration_gender({}) == "unknown"
