@@ -15,7 +15,9 @@ Prints, for the clips under --root (RAVDESS layout unless --corpus names another
    same procedure (per-corpus/gender tertiles, emotionthinker.prosody.levels) on its own
    values, then pitch/energy/speed labels are compared clip by clip; beside it the noise
    floor of that comparison: pYIN against itself with its frame grid moved by a fraction of
-   a hop (clips near a level edge flip on such a move alone).
+   a hop (clips near a level edge flip on such a move alone);
+4. on a corpus synthesised with known levels (--corpus demo, from `emotionthinker demo-corpus`),
+   each annotator's agreement with those levels: which of the two is right where they differ.
 Targets (issue 3): DSP without ASR >= 150x real time on 2 cores, >= 20x faster than pYIN,
 levels agreeing >= 90%. A shared machine makes wall-clock numbers pessimistic, so the
 load average and the CPU seconds spent are printed beside them. Exit status 0 unless
@@ -180,6 +182,31 @@ def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, tup
     return out
 
 
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of an agreement rate over n clips: how far a 120-clip rate can sit from the truth."""
+    if n == 0:
+        return float("nan"), float("nan")
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (rate * (1 - rate) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def design_agreement(records: list[dict[str, Any]], annotators: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Agreement of each annotator with the levels a corpus was designed with (the demo corpus), where it has them."""
+    lines = []
+    for key in LEVELS:
+        design = f"design_{key}"
+        if not any(r.get(design) for r in records):
+            continue
+        parts = []
+        for name, levels in annotators.items():
+            pairs = [(r[design], lv.get(key)) for r, lv in zip(records, levels) if r.get(design) and lv.get(key)]
+            hits = sum(a == b for a, b in pairs)
+            parts.append(f"{name} {hits}/{len(pairs)} ({hits / len(pairs):.1%})" if pairs else f"{name} -")
+        lines.append(f"{key:<13} " + ", ".join(parts))
+    return lines
+
+
 def pitch_disagreements(records: list[dict[str, Any]], dsp_levels: list[dict[str, Any]], pyin_levels: list[dict[str, Any]],
                         dsp: list[dict[str, Any]], pyin: list[dict[str, Any]]) -> str:
     """Where the pitch labels differ: one level apart (a clip near a tertile edge) or two (a tracking error)?"""
@@ -306,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nlevel agreement, DSP annotate output vs pYIN reference (each calibrated on its own measures):")
     for key, (rate, n) in agree.items():
-        print(f"  {key:<13} {rate:6.1%} of {n} clips")
+        lo, hi = wilson_interval(rate, n)
+        print(f"  {key:<13} {rate:6.1%} of {n} clips (95% interval {lo:.1%}-{hi:.1%})")
     print("  (energy and speed do not use F0, so they agree by construction; pitch is the real comparison)")
     print("  " + pitch_disagreements(records, dsp_levels, pyin_levels, dsp_measures, pyin_measures))
     print(f"  self-check: annotate output vs re-fitted warm-pool DSP measures: "
@@ -315,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         print("  noise floor of the pitch comparison (each side calibrated on its own measures, as above):")
         for line in grid_noise_floor(records, cfg, w, dsp_levels, pyin_levels):
             print("    " + line)
+
+    if truth := design_agreement(records, {"DSP": dsp_levels, "pYIN": pyin_levels}):
+        print("\nagreement with the levels the corpus was synthesised with (known truth; the annotators' accuracy):")
+        for line in truth:
+            print("  " + line)
 
     if args.save:
         from emotionthinker.records import write_jsonl
