@@ -70,6 +70,11 @@ def test_single_pass_and_octave_jump_killing_are_configurable(cfg):
         assert m.f0_median_hz == pytest.approx(np.sqrt(130.0 * 190.0), rel=0.03)
     single = track_f0(y, SR, cfg.prosody.model_copy(update={"two_pass": False}))
     assert (single.floor_hz, single.ceiling_hz) == (cfg.prosody.f0_floor_hz, cfg.prosody.f0_ceiling_hz)
+    # A real jump of one octave (150 -> 300 Hz) is what 'Kill octave jumps' folds back: the flag must act.
+    jump = _voice(np.concatenate([np.full(SR // 2, 150.0), np.full(SR // 2, 300.0)]))
+    for kill, above_225 in ((False, 0.5), (True, 0.0)):
+        track = track_f0(jump, SR, cfg.prosody.model_copy(update={"kill_octave_jumps": kill}))
+        assert (track.f0_hz[track.voiced] > 225.0).mean() == pytest.approx(above_225, abs=0.05), kill
 
 
 def test_unvoiced_noise_has_no_f0(cfg):

@@ -72,9 +72,19 @@ def test_scattered_voicing_is_uncertain(cfg):
 
 
 def test_too_few_voiced_frames_is_too_short(cfg):
+    """Voicing spread over more than min_voiced_span_s (every 2nd frame of a rise) with one frame too few:
+    only the frame-count rule can call it too_short; one frame more is a rise."""
+    p = cfg.prosody
+    for n, expected in ((p.min_voiced_frames - 1, "too_short"), (p.min_voiced_frames, "rising")):
+        times, f0 = _frames(np.linspace(0, 8, 2 * n))
+        f0[1::2] = np.nan
+        assert times[2 * n - 2] - times[0] > p.min_voiced_span_s  # the span rule does not apply
+        r = classify_intonation(times, f0, p)
+        assert r.pattern == expected, (n, r)
+    assert r.label != "too_short"
     times, f0 = _frames(np.linspace(0, 8, 200))
-    f0[cfg.prosody.min_voiced_frames - 1 :] = np.nan
-    r = classify_intonation(times, f0, cfg.prosody)
+    f0[p.min_voiced_frames - 1 :] = np.nan
+    r = classify_intonation(times, f0, p)
     assert (r.pattern, r.label) == ("too_short", "too_short")
     assert classify_intonation(np.arange(5) * HOP, np.full(5, np.nan), cfg.prosody).pattern == "too_short"
 

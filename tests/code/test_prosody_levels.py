@@ -145,3 +145,23 @@ def test_calibration_gender_prefers_the_corpus_then_the_classifier():
     assert calibration_gender({"gender": None, "annotations": {"gender": "Male"}}) == "male"
     assert calibration_gender({"gender": "unknown", "annotations": {"gender": "unknown"}}) == "unknown"
     assert calibration_gender({}) == "unknown"
+
+
+def test_a_clip_without_an_energy_or_rate_measure_is_quarantined_not_guessed(cfg):
+    from emotionthinker.annotate import apply_levels
+
+    p = cfg.prosody.model_copy(update={"min_group_size": 3})
+    cal = fit_calibration(_corpus("r", "female", 9, 10.0, -30.0, 4.0), p)
+    rec = {"id": "x", "audio_path": "x.wav", "corpus": "r", "gender": "female", "annotations": {},
+           "prosody": {"f0_median_st": 12.0, "f0_median_hz": 200.0, "rms_dbfs": None, "articulation_rate_sps": 4.0}}
+    [(status, q)] = list(apply_levels([rec], cal))
+    assert status == "quarantine" and q["reason"] == "unmeasurable_level" and "energy_level" in q["detail"]
+
+
+def test_duplicate_manifest_ids_are_refused_before_any_work(cfg, tmp_path):
+    from emotionthinker.annotate import annotate_manifest
+
+    records = [{"id": "same", "audio_path": str(tmp_path / f"{i}.wav"), "corpus": "r"} for i in range(2)]
+    with pytest.raises(ValueError, match="duplicate ids"):
+        annotate_manifest(records, tmp_path / "out.jsonl", cfg, use_asr=False, workers=1, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()

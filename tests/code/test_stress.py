@@ -149,11 +149,10 @@ def test_emphasised_word_in_synthesised_speech_is_found(tmp_path: Path):
 
 
 @requires_ravdess
-def test_ravdess_stressed_words_exist_in_the_transcript():
+def test_ravdess_clip_gets_one_prominence_per_word_and_a_few_stressed_words():
     y = load_audio(RAVDESS_DIR / "Actor_02" / "03-01-05-02-02-01-02.wav")  # angry, strong: "Dogs are sitting by the door"
     tr = get_transcriber(AsrConfig()).transcribe(y)
     out = build_stress_detector(AsrConfig()).detect(y, SR, tr.words)
     assert [p.word for p in out] == [w.word for w in tr.words]
     stressed = stressed_words(out)
     assert 1 <= len(stressed) <= AsrConfig().stress_max_words
-    assert set(stressed) <= {w.word for w in tr.words}

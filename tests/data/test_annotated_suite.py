@@ -137,3 +137,28 @@ def test_label_balance_is_reported_per_corpus_as_warnings():
     assert dist["demo"]["pitch_level"] == {"high": 9}
     warnings = balance_warnings(dist)
     assert sorted(warnings) == ["demo: pitch_level=low is 0% of 9 clips", "demo: pitch_level=normal is 0% of 9 clips"]
+
+
+def test_failed_rows_move_from_the_output_to_the_quarantine_once(cfg, tmp_path):
+    """finalize_validated: the output keeps the rows that passed, the failures join the quarantine with
+    their reasons, a rerun does not repeat them, and too many failures return the error that stops the flow."""
+    from emotionthinker.annotate import AnnotateReport, finalize_validated
+    from emotionthinker.records import read_jsonl, write_jsonl
+    from emotionthinker.validation import ValidationFailed
+
+    rows = [annotated(i) for i in range(10)] + [annotated(10, pitch="loud")]
+    out, quarantine = tmp_path / "annotated.jsonl", tmp_path / "annotated.quarantine.jsonl"
+    write_jsonl(out, rows)
+    write_jsonl(quarantine, [{"id": "earlier", "stage": "annotate", "reason": "silent"}])
+    report = AnnotateReport(out, tmp_path / "m.jsonl", quarantine, tmp_path / "c.json", n_input=12, n_annotated=11,
+                            n_quarantined=1, n_resumed=0, audio_seconds=1.0, wall_seconds=1.0, quarantine_by_reason={"silent": 1})
+    for _ in range(2):  # the rerun validates the same rows again
+        validation = validate_annotated(read_jsonl(out) if _ == 0 else rows, cfg)
+        assert [q.id for q in validation.quarantined] == ["ravdess-clip-010"]
+        assert finalize_validated(report, validation, cfg) is None  # 2 of 12 failed: within the test profile's bound
+    assert [r["id"] for r in read_jsonl(out)] == [f"ravdess-clip-{i:03d}" for i in range(10)]
+    moved = read_jsonl(quarantine)
+    assert [q["id"] for q in moved] == ["earlier", "ravdess-clip-010"] and "pitch_level" in moved[1]["reason"]
+    strict = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"max_failure_rate": 0.1})})
+    err = finalize_validated(report, validate_annotated(rows, strict), strict)
+    assert isinstance(err, ValidationFailed) and "silent" in str(err)

@@ -112,6 +112,8 @@ def test_tiny_profile_calibration_also_follows_the_design(demo):
     _, records, annotated, _, _ = demo
     tiny = load_config("tiny", environ={})
     measured = list(annotated.values())
+    voiced = Counter(r["gender"] for r in measured if r["prosody"]["f0_median_hz"] is not None)
+    assert max(voiced.values()) < tiny.prosody.min_group_size, (voiced, "the demo no longer exercises the fallback")
     calibration = fit_calibration_from_records(measured, tiny)
     relabelled = {r["id"]: r for status, r in apply_levels(measured, calibration) if status == "ok"}
     assert len(relabelled) == len(measured)
@@ -120,6 +122,8 @@ def test_tiny_profile_calibration_also_follows_the_design(demo):
         groups = sorted({r["prosody"]["calibration"][attribute] for r in relabelled.values()})
         print(f"\ntiny profile (min_group_size={tiny.prosody.min_group_size}): {attribute} calibrated by {groups}, "
               f"agreement {rate:.1%}")
+        if attribute == "pitch":  # below min_group_size: per gender over all corpora, never both genders pooled
+            assert groups == ["global/female", "global/male"]
         if attribute != "speed":  # speed: see test_demo_levels_follow_the_synthesis_design
             assert rate >= TARGET, (attribute, dict(confusion))
 
@@ -159,7 +163,9 @@ def test_silence_padding_changes_no_level_and_no_pattern(demo):
         _pad(r["audio_path"], path, before, after)
         padded.append({**r, "audio_path": str(path), "duration_s": None})
     out = Path(cfg.workspace) / "padded" / "annotated.jsonl"
-    annotate_manifest(padded, out, cfg, use_asr=False, calibration=report.calibration, workers=1, progress=False)
+    padded_report = annotate_manifest(padded, out, cfg, use_asr=False, calibration=report.calibration, workers=1, progress=False)
+    assert padded_report.n_annotated == len(sample) and padded_report.n_quarantined == 0, padded_report.quarantine_by_reason
+    assert sorted(p["id"] for p in read_jsonl(out)) == sorted(r["id"] for r in sample)
     for p in read_jsonl(out):
         ref = annotated[p["id"]]
         assert p["annotations"] == ref["annotations"], p["id"]  # levels, intonation, gender, age
@@ -188,7 +194,7 @@ def test_ravdess_strong_intensity_is_annotated_louder_than_normal(tmp_path):
     annotate_manifest(records, out, cfg, use_asr=False, workers=2, progress=False)
     by_fields = {tuple(_ravdess_fields(r["audio_path"])): r for r in read_jsonl(out)}
     rank = {"low": 0, "normal": 1, "high": 2}
-    louder = higher_or_same_level = pairs = 0
+    louder = higher_or_same_level = higher_level = pairs = 0
     for fields, strong in by_fields.items():
         if fields[3] != "02":
             continue
@@ -198,10 +204,13 @@ def test_ravdess_strong_intensity_is_annotated_louder_than_normal(tmp_path):
         pairs += 1
         louder += strong["prosody"]["rms_dbfs"] > normal["prosody"]["rms_dbfs"]
         higher_or_same_level += rank[strong["annotations"]["energy_level"]] >= rank[normal["annotations"]["energy_level"]]
+        higher_level += rank[strong["annotations"]["energy_level"]] > rank[normal["annotations"]["energy_level"]]
     print(f"\nRAVDESS strong vs normal intensity: louder in {louder}/{pairs} pairs ({louder / pairs:.0%}), "
-          f"energy level not lower in {higher_or_same_level}/{pairs} ({higher_or_same_level / pairs:.0%})")
+          f"energy level not lower in {higher_or_same_level}/{pairs} ({higher_or_same_level / pairs:.0%}), "
+          f"higher in {higher_level}/{pairs} ({higher_level / pairs:.0%})")
     assert pairs >= 40  # 2 actors x 7 emotions x 2 statements x 2 repetitions = 56 when all files are there
     assert louder / pairs >= 0.75 and higher_or_same_level / pairs >= 0.85
+    assert higher_level / pairs >= 0.25  # a constant energy label would pass the line above, not this one
 
 
 @pytest.mark.slow
