@@ -157,11 +157,3 @@ def test_a_clip_without_an_energy_or_rate_measure_is_quarantined_not_guessed(cfg
     [(status, q)] = list(apply_levels([rec], cal))
     assert status == "quarantine" and q["reason"] == "unmeasurable_level" and "energy_level" in q["detail"]
 
-
-def test_duplicate_manifest_ids_are_refused_before_any_work(cfg, tmp_path):
-    from emotionthinker.annotate import annotate_manifest
-
-    records = [{"id": "same", "audio_path": str(tmp_path / f"{i}.wav"), "corpus": "r"} for i in range(2)]
-    with pytest.raises(ValueError, match="duplicate ids"):
-        annotate_manifest(records, tmp_path / "out.jsonl", cfg, use_asr=False, workers=1, progress=False)
-    assert not (tmp_path / "out.jsonl").exists()
