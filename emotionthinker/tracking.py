@@ -33,7 +33,10 @@ if TYPE_CHECKING:  # heavy imports stay lazy: mlflow ~1.5 s, matplotlib, pandas
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
-SECRET_KEY = re.compile(r"key|token|secret|passw(or)?d|credential|authorization", re.IGNORECASE)
+# Secret names are matched by whole words of the key (snake, kebab or camel case): a substring match
+# also dropped max_new_tokens, n_tokens and cache keys, hiding how long generations were allowed to run.
+SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "credential", "credentials", "authorization", "apikey"})
+KEY_QUALIFIERS = frozenset({"api", "access", "private", "secret", "auth", "ssh", "signing", "encryption"})
 # Values that look like bearer tokens / API keys are redacted even under an innocent key.
 SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})")
 REDACTED = "<redacted>"
@@ -43,7 +46,10 @@ MAX_TAG_LEN = 8000
 
 # -- secrets ---------------------------------------------------------------
 def is_secret_key(key: str) -> bool:
-    return bool(SECRET_KEY.search(key))
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower())
+    if any(w in SECRET_WORDS for w in words):
+        return True
+    return any(w == "key" and (i == 0 or words[i - 1] in KEY_QUALIFIERS) for i, w in enumerate(words))
 
 
 def redact(value: Any) -> Any:

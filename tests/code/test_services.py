@@ -17,7 +17,7 @@ import yaml
 
 from emotionthinker.config import load_config
 from emotionthinker.services import configure_environment, mlflow_ui_command
-from emotionthinker.tracking import flatten_params, redact
+from emotionthinker.tracking import flatten_params, is_secret_key, redact
 from emotionthinker.versioning import (
     VersioningError, dvc_add_and_push, dvc_location, ensure_dvc_repo, read_dvc_md5, remote_has,
 )
@@ -68,6 +68,15 @@ def test_secrets_never_reach_params_or_artifacts():
     assert redact({"auth": {"password": "p", "user": "u"}, "rows": [{"secret": 1, "ok": 2}]}) == {
         "auth": {"user": "u"}, "rows": [{"ok": 2}]
     }
+
+
+def test_settings_that_only_look_like_secrets_are_kept():
+    """Secret names match whole words: generation lengths and cache keys must reach MLflow."""
+    kept = {"max_new_tokens": 256, "eval": {"judge_max_tokens": 64}, "n_tokens": 9, "cache_key": "ab12", "monkey": 1}
+    assert flatten_params(kept) == {"max_new_tokens": "256", "eval.judge_max_tokens": "64", "n_tokens": "9",
+                                    "cache_key": "ab12", "monkey": "1"}  # fmt: skip
+    for name in ("OPENAI_API_KEY", "apiKey", "accessToken", "hf_token", "x-api-key", "key", "db_password", "Authorization"):
+        assert is_secret_key(name), name
 
 
 # -- MLflow -----------------------------------------------------------------------------
