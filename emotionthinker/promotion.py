@@ -246,14 +246,15 @@ def decide(
     """The gate, on evidence already gathered on the same evaluation data."""
     if challenger is None:
         return Decision.NO_CHALLENGER, "no version has the challenger alias"
-    if champion is None:
-        return Decision.FIRST_CHAMPION, "no champion yet: the challenger becomes champion"
-    if challenger.version == champion.version:
+    if champion is not None and challenger.version == champion.version:
         return Decision.ALREADY_CHAMPION, f"v{challenger.version} is already champion"
+    # A first champion needs an evaluation too: a version whose evaluation is missing or crashed is not served.
     missing = [f"{role} v{e.version}" for role, e in (("challenger", challenger), ("champion", champion))
-               if e.metric is None]  # fmt: skip
+               if e is not None and e.metric is None]  # fmt: skip
     if missing:
         return Decision.MISSING_EVALUATION, f"no evaluation on this data for {' and '.join(missing)}"
+    if champion is None:
+        return Decision.FIRST_CHAMPION, "no champion yet: the evaluated challenger becomes champion"
     diff = challenger.metric - champion.metric
     gain = diff if greater_is_better else -diff
     if gain > min_delta:

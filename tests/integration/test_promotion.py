@@ -82,6 +82,21 @@ def test_first_challenger_becomes_champion(cfg, store, tmp_path):
     assert again.decision is Decision.ALREADY_CHAMPION and not again.moved
 
 
+def test_an_unevaluated_first_challenger_does_not_become_champion(cfg, store, tmp_path):
+    """Its evaluation crashed (or was never run): nothing to serve yet, so the champion alias is not created."""
+    v1 = register_version(cfg, tmp_path, 1)
+
+    def evaluate(name: str, version: str, data: str | None) -> None:
+        raise RuntimeError("evaluation crashed")
+
+    d = promote(cfg, MODEL, evaluate_fn=evaluate)
+    assert d.decision is Decision.MISSING_EVALUATION and not d.moved
+    assert f"challenger v{v1}" in d.reason and "evaluation crashed" in d.reason
+    assert aliases(store) == {"challenger": v1}
+    log_evaluation(cfg, v1, "eval-A", 0.42)  # once evaluated, it becomes the first champion
+    assert promote(cfg, MODEL).decision is Decision.FIRST_CHAMPION and aliases(store)["champion"] == v1
+
+
 def test_winning_challenger_takes_champion_with_evidence_recorded(cfg, store, tmp_path):
     v1 = register_version(cfg, tmp_path, 1)
     champ_eval = log_evaluation(cfg, v1, "eval-A", 0.50)
