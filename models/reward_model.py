@@ -203,13 +203,14 @@ def split_held_out(tuples: Sequence[RmTuple], cfg: Config) -> tuple[list[RmTuple
     train = [t for t in tuples if t.split == "train" and t.split not in rm.eval_splits]
     if held and train:
         return train, held, "by_split"
-    records = sorted({t.record_id for t in tuples})
+    usable = [t for t in tuples if t.split == "train" or t.split in rm.eval_splits]  # test records stay out here too
+    records = sorted({t.record_id for t in usable})
     if len(records) < 2:
-        raise RmDataError(f"{len(records)} record(s): need at least two to hold one out")
+        raise RmDataError(f"{len(records)} train/eval record(s) ({len(tuples)} tuples in all): need at least two to hold one out")
     chosen = {r for r in records if _held_out_record(r, rm.seed, rm.eval_fraction)}
     if not chosen or len(chosen) == len(records):  # tiny sets: still one record on each side
         chosen = {records[0]} if not chosen else chosen - {records[-1]}
-    return ([t for t in tuples if t.record_id not in chosen], [t for t in tuples if t.record_id in chosen], "by_record")
+    return ([t for t in usable if t.record_id not in chosen], [t for t in usable if t.record_id in chosen], "by_record")
 
 
 def score_histogram(tuples: Sequence[RmTuple]) -> dict[str, dict[int, int]]:

@@ -104,8 +104,9 @@ def test_split_follows_the_corpus_splits_and_leaves_test_out(cfg):
 
 def test_without_held_out_splits_records_stay_whole_on_one_side(cfg):
     ts = _tuples({f"rec{i}": "train" for i in range(40)})
-    train, held, how = R.split_held_out(ts, cfg)
-    assert how == "by_record" and train and held and len(train) + len(held) == len(ts)
+    test = _tuples({f"test{i}": "test" for i in range(10)})
+    train, held, how = R.split_held_out(ts + test, cfg)
+    assert how == "by_record" and train and held and len(train) + len(held) == len(ts)  # test records on neither side
     assert not {t.record_id for t in train} & {t.record_id for t in held}
     assert 0.05 < len(held) / len(ts) < 0.45  # eval_fraction 0.2, seeded hash
     assert R.split_held_out(ts, cfg)[1] == held  # deterministic
@@ -114,6 +115,8 @@ def test_without_held_out_splits_records_stay_whole_on_one_side(cfg):
     assert len({t.record_id for t in tr}) == len({t.record_id for t in he}) == 1
     with pytest.raises(R.RmDataError):
         R.split_held_out(_tuples({"only": "train"}), cfg)
+    with pytest.raises(R.RmDataError):  # test records do not make up the second record
+        R.split_held_out(_tuples({"only": "train", "t": "test"}), cfg)
 
 
 # -- metrics -----------------------------------------------------------------------------------------
