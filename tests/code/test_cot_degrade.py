@@ -112,13 +112,31 @@ def test_combined_variant_reports_reached_scores():
     assert all(v.operations[c] for c in CRITERIA)
 
 
+def test_reported_scores_are_the_damage_done_not_the_request():
+    """Completeness runs first, on the gold text: its score must follow from the sentences it dropped.
+    Short texts cannot reach every requested level, so some variants must report a different score."""
+    from emotionthinker.cot.degrade import _conclusion_index, level_for
+
+    differs = 0
+    for rec in GOLD:
+        gold = rec["reasoning"]
+        units = sorted({c.sentence for c in parse_claims(gold, rec["transcription"])} - {_conclusion_index(gold, rec["emotion"])})
+        for level in range(1, 5):
+            target = {c: 5 for c in CRITERIA} | {"caption_completeness": level, "factual_alignment": level}
+            v = degrade(gold, rec, target, record_rng(f"{rec['id']}-{level}"))
+            dropped = [op for op in v.operations["caption_completeness"] if op.startswith("drop_sentence:")]
+            assert v.scores["caption_completeness"] == level_for(len(dropped), max(1, len(units) - 1)), (rec["id"], level)
+            differs += v.scores != v.requested
+    assert differs > 0
+
+
 def test_rm_tuples_cover_every_level_and_are_deterministic(cfg):
     cfg.rm_data.variants_per_record = 5
     tuples = build_rm_tuples(GOLD, cfg)
     assert len(tuples) == len(GOLD) * 6
     gold = [t for t in tuples if t["kind"] == "gold"]
     assert all(t["g"] == {c: 5 for c in CRITERIA} and t["r"] for t in gold)
-    hist = score_histogram(tuples)
+    hist = score_histogram([t for t in tuples if t["kind"] != "gold"])  # the gold tuples alone fill level 5
     for c in CRITERIA:
         assert all(hist[c][lv] >= 0.1 * len(GOLD) for lv in range(1, 6)), (c, hist[c])
     assert build_rm_tuples(GOLD[:3], cfg) == [t for t in tuples if t["record_id"] in {r["id"] for r in GOLD[:3]}]

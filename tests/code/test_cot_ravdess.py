@@ -91,6 +91,7 @@ def test_split_by_speaker(cot_records):
     splits = {rec["speaker"]: set() for rec in cot_records}
     for rec in cot_records:
         splits[rec["speaker"]].add(rec["split"])
+    assert all(len(s) == 1 for s in splits.values()), splits  # no speaker on both sides
     assert sorted(next(iter(s)) for s in splits.values()) == ["train", "validation"]
 
 
@@ -98,9 +99,10 @@ def test_rm_tuples_cover_every_level_of_every_criterion(cot_records, ravdess_cfg
     tuples = build_rm_tuples(cot_records, ravdess_cfg)
     assert len(tuples) == 120 * (1 + ravdess_cfg.rm_data.variants_per_record)
     hist = score_histogram(tuples)
+    degraded = score_histogram([t for t in tuples if t["kind"] != "gold"])
     for c in CRITERIA:
         assert all(hist[c][lv] >= 40 for lv in range(1, 5)), (c, hist[c])  # ~96 expected per level
-        assert hist[c][5] >= 120
+        assert degraded[c][5] >= 40, (c, degraded[c])  # variants left intact on this criterion, beside the 120 gold
 
 
 def test_degradations_are_independent_on_real_annotations(cot_records):
