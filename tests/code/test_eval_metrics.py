@@ -88,7 +88,7 @@ def test_output_row_parses_answer_and_format():
 
 def test_outputs_table_roundtrip_gives_same_metrics(tmp_path):
     recs = [{"id": str(i), "audio_path": f"/{i}.wav", "emotion": g} for i, g in enumerate(GOLD)]
-    texts = ["<think>r</think><answer>angry</answer>", "sad", "<answer>x</answer>", "<think>r</think><answer>sad</answer>",
+    texts = ["<think>r</think><answer>angry</answer>", "angry", "<answer>x</answer>", "<think>r</think><answer>sad</answer>",
              "<answer>sad</answer>", "<think>r</think><answer>anger</answer>"]  # fmt: skip
     rows = [output_row(r, t, 3) for r, t in zip(recs, texts)]
     paths = write_outputs_table(rows, tmp_path)
@@ -98,9 +98,9 @@ def test_outputs_table_roundtrip_gives_same_metrics(tmp_path):
     for path in paths.values():
         back = read_outputs_table(path)
         assert metrics_from_rows(back).scalars() == direct
-    # predictions: angry, sad (free text), None ("x" in the tags), sad, sad, angry ("anger"): recalls 1/3, 1, 0
-    assert direct["uar"] == pytest.approx((1 / 3 + 1 + 0) / 3) and direct["answer_rate"] == pytest.approx(5 / 6)
-    # tag-only: row 1 unanswered -> angry 1/3, sad 1 (rows 3, 4), neutral 0: the same recalls here
+    # predictions: angry, angry (free text), None ("x" in the tags), sad, sad, angry ("anger"): recalls 2/3, 1, 0
+    assert direct["uar"] == pytest.approx((2 / 3 + 1 + 0) / 3) and direct["answer_rate"] == pytest.approx(5 / 6)
+    # tag-only: the free-text answer of row 1 does not count -> angry 1/3, sad 1 (rows 3, 4), neutral 0
     assert direct["uar_strict"] == pytest.approx((1 / 3 + 1 + 0) / 3) and direct["text_answer_rate"] == pytest.approx(1 / 6)
 
 
