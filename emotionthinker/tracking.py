@@ -10,6 +10,7 @@ keys that look like credentials are dropped from params, tags and dicts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -85,7 +86,10 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 # -- code version ------------------------------------------------------------
 @lru_cache(maxsize=1)
 def git_sha(root: Path = PROJECT_ROOT) -> str:
-    """HEAD commit of the project, '+dirty' when tracked files changed; 'unknown' outside git."""
+    """HEAD commit of the project, '+dirty.<hash of the diff>' when tracked files changed; 'unknown' outside git.
+
+    The diff's hash keeps cache keys honest between commits: two different uncommitted edits are two code versions.
+    """
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -97,9 +101,14 @@ def git_sha(root: Path = PROJECT_ROOT) -> str:
             ["git", "-C", str(root), "diff-index", "HEAD", "--", ".", ":(exclude)data"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
+        if dirty:
+            patch = subprocess.run(
+                ["git", "-C", str(root), "diff-index", "-p", "--binary", "HEAD", "--", ".", ":(exclude)data"],
+                capture_output=True, timeout=30, check=True,
+            ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    return sha + (f"+dirty.{hashlib.sha1(patch).hexdigest()[:12]}" if dirty else "")
 
 
 # -- experiment ----------------------------------------------------------------
@@ -290,7 +299,7 @@ def start_stage_run(
         "stage": stage,
         "profile": cfg.profile,
         "git_sha": sha,
-        "mlflow.source.git.commit": sha.removesuffix("+dirty"),
+        "mlflow.source.git.commit": sha.split("+", 1)[0],
         **data_version_tags(data_version),
         **(tags or {}),
     }

@@ -263,7 +263,10 @@ def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
     (tmp_path / "data" / ".gitignore").write_text("/raw\n/demo\n")  # what `dvc add data/demo` does
     assert git_sha(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2  # changed\n")
-    assert git_sha(tmp_path) == clean + "+dirty"
+    first = git_sha(tmp_path)
+    assert first.startswith(clean + "+dirty.") and git_sha(tmp_path) == first  # the same edit: the same version
+    (tmp_path / "code.py").write_text("x = 3  # another uncommitted edit\n")
+    assert git_sha(tmp_path).startswith(clean + "+dirty.") and git_sha(tmp_path) != first  # cache keys must see it
 
 
 def _running(pid: int) -> bool:
