@@ -90,6 +90,12 @@ def content_hash(path: str | Path) -> str:
     return content_md5(p) if p.exists() else "missing"
 
 
+def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
+    """What decides an ingest beside its config: the adapter, where the clips are (manifests hold their
+    paths) and their content; the same folder read by another adapter is another manifest."""
+    return {"corpus": corpus, "root_path": str(Path(root).resolve()), "root": content_hash(root)}
+
+
 def stage_key(
     stage: str,
     cfg: Config,

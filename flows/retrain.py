@@ -118,7 +118,7 @@ def retrain_flow(profile: str = "tiny", config_file: str | None = None, corpus: 
         run = _Chain(cfg, profile, config_file, parent)
         if root is None:
             root = run("demo_corpus")["root"]
-        ingested = run("ingest", {"root": R.content_hash(root)}, corpus=corpus, root=root)
+        ingested = run("ingest", R.ingest_inputs(corpus, root), corpus=corpus, root=root)
         annotated = run("annotate", manifest=ingested["manifest"])
         cot = run("cot", annotated=annotated["annotated"])
         sft_data = run("sft_data", annotated=annotated["annotated"], cot=cot["cot"])

@@ -3,6 +3,8 @@ and anything upstream, and with nothing else; stale cached results are recognise
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from emotionthinker import retrain as R
@@ -79,3 +81,15 @@ def test_the_reward_model_reads_only_the_reasoning_weights_of_grpo(cfg):
     assert keys(cfg)["reward_model"] == base["reward_model"] != keys(cfg)["grpo_ptr"]
     cfg.grpo.reasoning_weights = {**dict.fromkeys(cfg.grpo.reasoning_weights, 0.2), "factual_alignment": 0.4}
     assert keys(cfg)["reward_model"] != base["reward_model"]
+
+
+def test_the_same_folder_read_by_another_adapter_or_from_another_place_is_another_ingest(cfg, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.wav").write_bytes(b"RIFF")
+    same = R.ingest_inputs("ravdess", clips)
+    assert R.ingest_inputs("ravdess", clips) == same
+    copy = shutil.copytree(clips, tmp_path / "elsewhere" / "clips")
+    assert R.content_hash(copy) == R.content_hash(clips)
+    ingest = {R.stage_key("ingest", cfg, "abc", {}, i) for i in (same, R.ingest_inputs("emodb", clips), R.ingest_inputs("ravdess", copy))}
+    assert len(ingest) == 3  # the same content each time: only the adapter or the place differ
