@@ -313,3 +313,18 @@ def test_ravdess_keep_rates_and_worker_count_independence(tmp_path):
         assert (d2 / name).read_text().replace(str(d2), str(d1)) == (d1 / name).read_text(), name
     for attribute in ("pitch", "energy"):
         assert r1.augmentation[attribute]["keep_rate"] >= 0.75, r1.augmentation
+
+
+def test_attribute_questions_are_only_asked_with_an_answer():
+    """Directly, not through the mixture (which writes only some candidates): 'unknown' pitch and
+    'uncertain' intonation are counted and never asked; answerable attributes are asked with their value."""
+    from collections import Counter
+
+    from emotionthinker.sft_data.samples import attribute_samples
+
+    rec = {"id": "r1", "audio_path": "/a.wav", "corpus": "demo", "split": "train", "emotion": "sad",
+           "annotations": {"pitch_level": "unknown", "energy_level": "High", "speed_level": "slow", "intonation": "uncertain"}}
+    skipped: Counter = Counter()
+    out = attribute_samples(rec, "train", 2.0, ["pitch", "energy", "speed", "intonation"], SYSTEM_PROMPT, 0, skipped)
+    assert {s["meta"]["attribute"]: s["target"] for s in out} == {"energy": "high", "speed": "slow"}
+    assert skipped == Counter({"attribute:pitch:unknown": 1, "attribute:intonation:uncertain": 1})
