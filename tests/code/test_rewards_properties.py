@@ -30,21 +30,36 @@ fragment = st.one_of(
     st.text(max_size=12),
 )
 completion = st.lists(fragment, max_size=12).map("".join)
-tag_free = st.text(max_size=40).filter(lambda t: not any(tag in t for tag in TAGS))
-non_blank = tag_free.filter(lambda t: t.strip() != "")
-blank = st.text(alphabet=" \t\n\r\u00a0\u2003", max_size=3)
 gold_label = st.sampled_from(LABELS)
 
 
+@st.composite
+def near_valid(draw) -> str:
+    """A well-formed completion (think block, then an answer naming a label or a near miss), then maybe one
+    fragment spliced in anywhere: random fragments alone almost never form the structure the guards test."""
+    answer = draw(st.one_of(gold_label, st.sampled_from(WORDS)))
+    text = f"<think>{draw(st.text(max_size=20))}</think>{draw(st.sampled_from(['', ' ', chr(10)]))}<answer>{answer}</answer>"
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(fragment) + text[at:]
+    return text
+
+
+any_completion = st.one_of(completion, near_valid())
+tag_free = st.text(max_size=40).filter(lambda t: not any(tag in t for tag in TAGS))
+non_blank = tag_free.filter(lambda t: t.strip() != "")
+blank = st.text(alphabet=" \t\n\r\u00a0\u2003", max_size=3)
+
+
 @settings(max_examples=400)
-@given(completion, gold_label)
+@given(any_completion, gold_label)
 def test_rewards_are_binary_and_never_raise(c, gold):
     assert format_reward(c) in (0.0, 1.0)
     assert outcome_reward(c, gold) in (0.0, 1.0)
 
 
 @settings(max_examples=400)
-@given(completion)
+@given(any_completion)
 def test_at_most_one_label_is_ever_rewarded(c):
     rewarded = [g for g in LABELS if outcome_reward(c, g) == 1.0]
     assert len(rewarded) <= 1
@@ -54,7 +69,7 @@ def test_at_most_one_label_is_ever_rewarded(c):
 
 
 @settings(max_examples=400)
-@given(completion)
+@given(any_completion)
 def test_formatted_completions_have_the_exact_structure(c):
     if format_reward(c) == 1.0:
         assert all(c.count(tag) == 1 for tag in TAGS)
@@ -123,6 +138,9 @@ def test_valid_scores_parse_whatever_surrounds_them(scores, prefix, suffix, fenc
 @settings(max_examples=300)
 @given(st.one_of(
     st.text(max_size=200),
+    # all four criteria present, in range or not: the case where the parser must decide, not just give up
+    st.fixed_dictionaries({c: st.one_of(*[st.integers(1, 5)] * 3, st.integers(-2, 8), st.floats(0.0, 6.0))
+                           for c in CRITERIA}).map(json.dumps),
     st.dictionaries(st.sampled_from(CRITERIA + ("other",)), st.one_of(
         st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
         st.booleans(), st.none())).map(json.dumps),
