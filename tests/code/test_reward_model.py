@@ -213,16 +213,11 @@ def test_collator_labels_exactly_the_target_json_on_real_tuples(cfg):
 def test_score_slots_find_each_criterion_digit_for_both_tokenizers():
     from transformers import AutoTokenizer
 
-    from emotionthinker.config import load_config
-    from models.assemble import tiny_base_name
+    from models.convert_gguf import packaged_smollm2_gguf
     from models.random_tiny import byte_tokenizer
-    from models.sources import cached_model_dir
 
-    tokenizers = [byte_tokenizer()]
-    tiny = cached_model_dir(load_config("tiny", environ={}).cache_dir, tiny_base_name(8))
-    if (tiny / "tokenizer.json").is_file():  # SmolLM2's tokenizer, when the tiny base is cached (never built here)
-        tokenizers.append(AutoTokenizer.from_pretrained(tiny))
-    for tok in tokenizers:
+    gguf = packaged_smollm2_gguf()  # SmolLM2's tokenizer, read the way the tiny base's conversion reads it
+    for tok in (byte_tokenizer(), AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)):
         slots = R.score_slots(tok)
         ids = tok(R.target_json(G), add_special_tokens=False)["input_ids"]
         assert [tok.decode([ids[j]]) for j, _ in slots] == [str(G[c]) for c in CRITERIA]
