@@ -116,3 +116,28 @@ def test_evaluate_flow_tables_resume_and_promotion(cfg, config_file, demo_manife
     t4 = Path(res["paths"]["table4"]).read_text()
     assert f"| grpo_ptr | GRPO-PTR (full) | 68.89 | 3.98 | {label} | demo |" in t4
     assert "tables/tables.md" in {a.path for a in client.list_artifacts(res["run_id"], "tables")}
+
+    # The random model answers nothing, so every number above is 0: replace its saved answers with chosen
+    # ones (the flow resumes them) and check the logged metrics against values computed here by hand.
+    from emotionthinker.evaluation.predict import PREDICTIONS
+    from emotionthinker.labels import LABELS
+
+    golds = [r["gold"] for r in local]
+    other = {g: next(lb for lb in LABELS if lb != g) for g in golds}
+    chosen = [f"<think>r</think><answer>{g}</answer>" for g in golds[:3]] + \
+             [f"<think>r</think><answer>{other[g]}</answer>" for g in golds[3:5]] + ["no idea"]
+    (Path(out["directory"]) / PREDICTIONS).write_text(
+        "".join(json.dumps({"id": r["id"], "output": t, "n_tokens": 5}) + "\n" for r, t in zip(local, chosen)))
+    third = evaluate_flow(model_source=source, manifest=str(demo_manifest), profile="test", config_file=config_file(),
+                          judges=[], split="test", limit=6)["metrics"]  # fmt: skip
+    right = [i < 3 for i in range(6)]
+    classes = sorted(set(golds))
+    recall = {c: sum(r for g, r in zip(golds, right) if g == c) / golds.count(c) for c in classes}
+    predicted = golds[:3] + [other[g] for g in golds[3:5]] + [None]
+    precision = {c: (sum(r for p, r in zip(predicted, right) if p == c) / predicted.count(c)) if c in predicted else 0.0
+                 for c in classes}  # fmt: skip
+    f1 = [2 * precision[c] * recall[c] / (precision[c] + recall[c]) if precision[c] + recall[c] else 0.0 for c in classes]
+    assert third["clips_generated"] == 0
+    assert third["weighted_accuracy"] == pytest.approx(0.5) and third["format_rate"] == pytest.approx(5 / 6)
+    assert third["uar"] == pytest.approx(sum(recall.values()) / len(classes)) and third["uar"] > 0
+    assert third["macro_f1"] == pytest.approx(sum(f1) / len(classes))
