@@ -119,7 +119,9 @@ def _describe_registered(src: ModelSource, cfg: Config, info: ModelInfo) -> None
         raise RegistryLookupError(f"{src}: no such registered model version ({exc.message})") from None
     info.model_name, info.model_version, info.run_id = src.name, str(mv.version), mv.run_id or ""
     info.label = f"{src.name} v{mv.version}"
-    info.identity = f"registry:{src.name}/{mv.version}"
+    # Version numbers restart in every MLflow store: the run that logged the weights (else their source) tells
+    # two stores' "version 1" apart, so saved answers of one are never reused for the other.
+    info.identity = f"registry:{src.name}/{mv.version}#{mv.run_id or mv.source}"
     values: dict[str, Any] = dict(mv.tags or {})
     if mv.run_id:
         try:

@@ -422,3 +422,19 @@ def test_promote_command(cfg, config_file, tmp_path, champion_and_better_challen
     assert "missing_evaluation" in out.stdout and f"challenger v{v3}" in out.stdout
     out = subprocess.run(cmd + ["--model", "no-such-model"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and "unknown model" in out.stderr
+
+
+def test_version_1_of_two_mlflow_stores_are_two_models_to_the_evaluation_cache(cfg, tmp_path):
+    """Evaluation answers are saved per model identity; version numbers restart in every store."""
+    from emotionthinker.config import load_config
+    from emotionthinker.evaluation.identity import describe_model
+
+    other = load_config("test", environ={}, overrides={"paths": {"workspace": str(tmp_path / "other"),
+                                                                 "data": str(tmp_path / "other" / "data")}})  # fmt: skip
+    assert other.tracking_uri != cfg.tracking_uri
+    ids = []
+    for c, seed in ((cfg, 1), (other, 2)):
+        assert register_version(c, tmp_path, seed) == "1"
+        ids.append(describe_model(f"registry:{MODEL}@challenger", c).identity)
+    assert ids[0] != ids[1] and all(i.startswith(f"registry:{MODEL}/1#") for i in ids)
+    assert describe_model(f"registry:{MODEL}@1", cfg).identity == ids[0]  # by number or by alias: one model
