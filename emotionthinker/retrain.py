@@ -96,6 +96,18 @@ def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
     return {"corpus": corpus, "root_path": str(Path(root).resolve()), "root": content_hash(root)}
 
 
+def annotate_inputs(cfg: Config, manifest: str | Path) -> dict[str, str]:
+    """The gender model decides the annotations (and pitch calibration) of clips without a corpus gender;
+    its alias can move without any config change, so the model it resolves to is part of the key then."""
+    from emotionthinker.records import iter_jsonl
+
+    if all(str(r.get("gender") or "").lower() in ("male", "female") for r in iter_jsonl(manifest)):
+        return {}
+    from emotionthinker.traits.gender import gender_model_identity
+
+    return {"gender_model": gender_model_identity(cfg)}
+
+
 def stage_key(
     stage: str,
     cfg: Config,

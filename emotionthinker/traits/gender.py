@@ -12,6 +12,7 @@ moves to a new version only when its unseen-speaker accuracy reaches
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import tempfile
@@ -391,6 +392,26 @@ def _log_and_register(model: GenderClassifier, report: GenderTrainingReport, cfg
 
 
 # -- loading and prediction ----------------------------------------------------------------
+
+
+def gender_model_identity(cfg: Config) -> str:
+    """Which model `traits.gender_model` names right now: a registry alias resolved to its version and run
+    (a promotion moves it), a local file by its content, or 'none' when nothing is there."""
+    source = cfg.traits.gender_model
+    if source.startswith("registry:"):
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        name, _, ref = source.removeprefix("registry:").partition("@")
+        try:
+            client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+            mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+        except MlflowException:
+            return "none"
+        return f"{name}/{mv.version}#{mv.run_id or mv.source}"
+    path = Path(source).expanduser()
+    path = path / MODEL_FILE if path.is_dir() else path
+    return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else "none"
 
 
 def load_gender_classifier(cfg: Config) -> GenderClassifier:

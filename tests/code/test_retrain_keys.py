@@ -93,3 +93,35 @@ def test_the_same_folder_read_by_another_adapter_or_from_another_place_is_anothe
     assert R.content_hash(copy) == R.content_hash(clips)
     ingest = {R.stage_key("ingest", cfg, "abc", {}, i) for i in (same, R.ingest_inputs("emodb", clips), R.ingest_inputs("ravdess", copy))}
     assert len(ingest) == 3  # the same content each time: only the adapter or the place differ
+
+
+def test_the_annotate_key_follows_the_gender_model_only_where_a_clip_needs_it(cfg, tmp_path):
+    import json
+
+    from emotionthinker.registry import register_model
+    from emotionthinker.tracking import start_stage_run
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "gender": "female"}) + "\n")
+    assert R.annotate_inputs(cfg, manifest) == {}  # every clip has its corpus gender: the model is never asked
+    manifest.write_text(json.dumps({"id": "a", "gender": "female"}) + "\n" + json.dumps({"id": "b", "gender": None}) + "\n")
+    assert R.annotate_inputs(cfg, manifest) == {"gender_model": "none"}  # nothing registered yet
+
+    versions = []
+    for seed in (1, 2):  # the champion alias moves to a new version: no config changes, the key must
+        folder = tmp_path / f"g{seed}"
+        folder.mkdir()
+        (folder / "gender_classifier.json").write_text(json.dumps({"seed": seed}))
+        with start_stage_run(cfg, "train_gender") as run:
+            register_model(cfg, run.run_id, folder, "emotionthinker-gender", alias="champion")
+        versions.append(R.annotate_inputs(cfg, manifest)["gender_model"])
+    assert versions[0].startswith("emotionthinker-gender/1#") and versions[1].startswith("emotionthinker-gender/2#")
+    keys = {R.stage_key("annotate", cfg, "abc", {"ingest": "i"}, {"gender_model": v}) for v in versions}
+    assert len(keys) == 2
+
+    local = tmp_path / "local.json"
+    local.write_text("{}")
+    cfg.traits.gender_model = str(local)
+    first = R.annotate_inputs(cfg, manifest)["gender_model"]
+    local.write_text('{"retrained": 1}')
+    assert R.annotate_inputs(cfg, manifest)["gender_model"] != first
