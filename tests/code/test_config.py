@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from emotionthinker.config import Config, ConfigError, load_config
+from emotionthinker.config import PROJECT_ROOT, Config, ConfigError, load_config
 
 
 def test_default_profile_is_tiny():
@@ -75,7 +75,7 @@ def test_profile_mismatch_in_file(tmp_path: Path):
 
 def test_relative_paths_resolve_against_project_root():
     cfg = load_config(environ={})
-    assert cfg.workspace.is_absolute() and cfg.workspace.name == "var"
+    assert cfg.workspace == PROJECT_ROOT / "var"  # not the current directory's var/
     assert isinstance(cfg, Config)
 
 

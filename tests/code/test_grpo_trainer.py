@@ -101,7 +101,10 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_full_forward(cfg, tmp_pa
     shared.logprobs.sum().backward()
     assert torch.equal(shared.mask, full.mask)
     torch.testing.assert_close(shared.logprobs, full.logprobs, atol=1e-5, rtol=1e-5)
-    for name, p in lm.model.named_parameters():
+    # The same parameters get a gradient (a detached projector or encoder would silently drop out of both checks)...
+    assert {n for n, p in lm.model.named_parameters() if p.grad is not None} == set(expected)
+    assert any("multi_modal_projector" in n for n in expected) and any("audio_tower" in n for n in expected)
+    for name, p in lm.model.named_parameters():  # ... and the same gradient
         if p.grad is not None:
             torch.testing.assert_close(p.grad, expected[name], atol=1e-5, rtol=1e-4)
     # Excluding the audio token renormalises the distribution: every log-prob rises a little.

@@ -55,7 +55,12 @@ def test_missing_train_file_and_too_many_bad_clips_stop_the_flow(cfg, data_dir):
 def test_a_stage_fingerprint_follows_only_what_that_stage_trains(cfg, data_dir):
     data = load_sft_data(cfg, data_dir)
     fp1, fp2 = stage_fingerprint("stage1", "base", data, cfg), stage_fingerprint("stage2", "stage1:x", data, cfg)
-    cfg.sft.stage2_learning_rate, cfg.sft.lora_r = 1e-3, 4  # stage II settings
+    for field in ("stage2_learning_rate", "lora_r"):  # stage II settings, one at a time, each to a new value
+        changed = cfg.model_copy(deep=True)
+        setattr(changed.sft, field, getattr(cfg.sft, field) * 2)
+        assert stage_fingerprint("stage1", "base", data, changed) == fp1, field
+        assert stage_fingerprint("stage2", "stage1:x", data, changed) != fp2, field
+    cfg.sft.stage2_learning_rate, cfg.sft.lora_r = 2 * cfg.sft.stage2_learning_rate, 2 * cfg.sft.lora_r
     cfg.sft.eval_max_samples, cfg.sft.save_steps = 3, 7  # evaluation and bookkeeping
     assert stage_fingerprint("stage1", "base", data, cfg) == fp1
     assert stage_fingerprint("stage2", "stage1:x", data, cfg) != fp2
