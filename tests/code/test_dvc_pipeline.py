@@ -55,3 +55,21 @@ def test_stage_is_a_real_command_on_real_inputs(name):
             assert any(dep == o or dep.startswith(o.rstrip("/") + "/") for o in earlier), f"{name}: nothing writes {dep}"
         else:
             assert (PROJECT_ROOT / dep).exists(), f"{name}: code dependency {dep} does not exist"
+
+
+CODE_FOLDERS = ("emotionthinker", "models", "flows", "tasks")
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_stage_depends_on_all_project_code(name):
+    """A hand-kept list of a stage's files went stale (the GRPO loss was not a dependency of grpo_ptr):
+    every stage depends on every code folder, and pyc caches are ignored so importing changes nothing."""
+    assert set(CODE_FOLDERS) <= set(STAGES[name]["deps"]), name
+    ignored = (PROJECT_ROOT / ".dvcignore").read_text().split()
+    assert "__pycache__/" in ignored and "*.pyc" in ignored
+
+
+def test_training_stages_read_the_settings_they_are_trained_with():
+    params = {name: set(stage.get("params", [])) for name, stage in STAGES.items()}
+    assert {"grpo", "models", "rm"} <= params["grpo_ptr"] and {"rm", "models"} <= params["reward_model"]
+    assert {"sft", "models"} <= params["sft"] and {"eval", "models"} <= params["evaluate"]
