@@ -44,6 +44,18 @@ def test_sft_flow_trains_evaluates_registers_and_reuses(cfg, config_file):
     for (name, a), (_, b) in zip(trained.model.state_dict().items(), from_registry.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert not any(p.suffix in (".bin", ".pt", ".pth") for p in Path(out["model_dir"]).iterdir())
+    # Stage II's LoRA training is in the final model: it differs from stage I's in the adapted tensors only,
+    # and equals stage I with the saved adapter merged in (a skipped merge would register stage I).
+    from models.lora import merge_adapter_dir
+
+    stage1 = AudioLM.load(s1["model_dir"]).model.state_dict()
+    final = trained.model.state_dict()
+    changed = [n for n in final if not torch.equal(final[n], stage1[n])]
+    assert changed and all("language_model" in n for n in changed), changed[:5]
+    remerged = AudioLM.load(s1["model_dir"])
+    merge_adapter_dir(remerged, Path(out["model_dir"]).parent / "adapter")
+    for name, tensor in remerged.model.state_dict().items():
+        torch.testing.assert_close(tensor, final[name], atol=1e-6, rtol=1e-5)
 
     client = MlflowClient(cfg.tracking_uri)
     parent = client.get_run(out["run_id"])
