@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from emotionthinker.config import load_config
 from emotionthinker.tracking import start_stage_run
 from models import sft_pipeline as P
+from models.sources import source_identity
 from tasks.sft import evaluate, load_samples, register, sample_generations, train_stage
 
 
@@ -32,7 +33,7 @@ def sft_flow(profile: str = "tiny", config_file: str | None = None, data_dir: st
     params = {"base_source": base, "data_dir": str(data.data_dir), "stages": cfg.sft.stages, "counts": data.counts()}
     with start_stage_run(cfg, "sft", params=params, data_version=data.data_version, run_name="sft") as run:
         stages: dict[str, Any] = {}
-        model, model_id = base, base
+        model, model_id = base, source_identity(base, cfg)  # a registry alias counts as the version it points at
         for stage in cfg.sft.stages:  # stage II starts from stage I's model
             result = train_stage(stage, model, model_id, data, cfg, run.run_id)
             stages[stage] = result.to_dict()

@@ -19,6 +19,8 @@ from models.checkpoints import fingerprint, stage_dir
 from models.grpo_data import GrpoData, load_grpo_data
 from models.grpo_trainer import GrpoResult, policy_source, run_grpo
 
+from models.sources import source_identity
+
 log = logging.getLogger(__name__)
 
 # GrpoConfig fields that do not change what is trained (kept out of the fingerprint).
@@ -39,15 +41,6 @@ def load_data(path: str | Path, cfg: Config) -> GrpoData:
         raise ValidationFailed("grpo prompts", rate, cfg.validation.max_failure_rate,
                                Counter(q["reason"] for q in data.quarantined))  # fmt: skip
     return data
-
-
-def source_identity(source: str | None, cfg: Config) -> str | None:
-    """A source as it resolves now: registry aliases become the version folder they point at."""
-    if not source or not source.startswith("registry:"):
-        return source
-    from emotionthinker.registry import resolve_registry_source
-
-    return f"{source}->{resolve_registry_source(source, cfg).name}"
 
 
 def reward_identity(cfg: Config, reward_source: str | None) -> str | None:

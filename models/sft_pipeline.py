@@ -27,9 +27,10 @@ from models.sft import (
 log = logging.getLogger(__name__)
 
 # SftConfig fields that do not change what a stage trains (so they stay out of its fingerprint).
+# num_processes is not one of them: the global batch is per-device batch x accumulation x processes.
 _NOT_TRAINING = {"data_dir", "output_dir", "stages", "eval_max_samples", "eval_batch_size", "eval_max_new_tokens",
                  "eval_base", "generation_samples", "register_model", "registered_model_name", "registered_alias",
-                 "num_processes", "save_steps", "save_total_limit", "logging_steps"}  # fmt: skip
+                 "save_steps", "save_total_limit", "logging_steps"}  # fmt: skip
 
 
 @dataclass

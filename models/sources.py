@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from emotionthinker.config import Config
 
 SourceKind = Literal["hub", "packaged", "registry", "random", "path"]
 
@@ -127,3 +130,13 @@ def build_atomically(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not final.is_dir():
             raise
+
+
+def source_identity(source: str | None, cfg: Config) -> str | None:
+    """A source as it resolves now: registry aliases become the version folder they point at, so a
+    fingerprint built on it moves when a promotion moves the alias."""
+    if not source or not source.startswith("registry:"):
+        return source
+    from emotionthinker.registry import resolve_registry_source
+
+    return f"{source}->{resolve_registry_source(source, cfg).name}"

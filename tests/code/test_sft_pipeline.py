@@ -55,6 +55,9 @@ def test_missing_train_file_and_too_many_bad_clips_stop_the_flow(cfg, data_dir):
 def test_a_stage_fingerprint_follows_only_what_that_stage_trains(cfg, data_dir):
     data = load_sft_data(cfg, data_dir)
     fp1, fp2 = stage_fingerprint("stage1", "base", data, cfg), stage_fingerprint("stage2", "stage1:x", data, cfg)
+    more = cfg.model_copy(deep=True)
+    more.sft.num_processes = 2 * cfg.sft.num_processes  # a larger global batch trains both stages differently
+    assert stage_fingerprint("stage1", "base", data, more) != fp1 and stage_fingerprint("stage2", "stage1:x", data, more) != fp2
     for field in ("stage2_learning_rate", "lora_r"):  # stage II settings, one at a time, each to a new value
         changed = cfg.model_copy(deep=True)
         setattr(changed.sft, field, getattr(cfg.sft, field) * 2)
