@@ -223,6 +223,36 @@ def test_reasoning_reward_switches_on_at_the_scheduled_step(cfg, tmp_path, scrip
     assert {T.CURVE_FILE, "completions/step_00001.json", "completions/step_00004.json", "completions/step_00005.json"} <= artifacts
 
 
+def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scripted, monkeypatch):
+    """Accuracy 1, 1, .5, .5, .5 with window 3 and threshold .6: on from step 3, which needs the accuracies of
+    steps 1-2 from before the crash; a resume that lost them would see [.5], [.5, .5], ... and never switch."""
+    scripted["per_group"] = {1: 2, 2: 2, 3: 1, 4: 1, 5: 1}
+    prompts = write_clips(tmp_path / "audio")
+
+    def config(name):
+        return grpo_cfg(cfg, tmp_path, output_dir=str(tmp_path / name), max_steps=5, save_steps=2,
+                        progressive_threshold=0.6, progressive_window=3)  # fmt: skip
+
+    full = make_trainer(config("full"), prompts, PositionScorer()).train()
+    assert [h["accuracy"] for h in full.history] == [1.0, 1.0, 0.5, 0.5, 0.5] and full.switch_step == 3
+    original = T.GrpoPtrTrainer.step
+
+    def crash_at_3(self, step):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+        return original(self, step)
+
+    monkeypatch.setattr(T.GrpoPtrTrainer, "step", crash_at_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(config("crash"), prompts, PositionScorer()).train()
+    monkeypatch.setattr(T.GrpoPtrTrainer, "step", original)
+    resumed = make_trainer(config("crash"), prompts, PositionScorer()).train()
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed.switch_step == 3 and [h["reasoning/on"] for h in resumed.history] == [0, 0, 1, 1, 1]
+    for a, b in zip(full.history, resumed.history):
+        assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
+
+
 def test_plain_grpo_never_scores_and_needs_no_reward_model(cfg, tmp_path, scripted):
     c = grpo_cfg(cfg, tmp_path, plain_grpo=True, max_steps=2, save_steps=5)
     scripted["per_group"] = {1: 2, 2: 2}
