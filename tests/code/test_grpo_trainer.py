@@ -223,6 +223,21 @@ def test_reasoning_reward_switches_on_at_the_scheduled_step(cfg, tmp_path, scrip
     assert {T.CURVE_FILE, "completions/step_00001.json", "completions/step_00004.json", "completions/step_00005.json"} <= artifacts
 
 
+def crash_at_step(crash_step: int, cfg, prompts, monkeypatch) -> None:
+    """Train until `crash_step` raises (a simulated crash), leaving the checkpoints written before it."""
+    original = T.GrpoPtrTrainer.step
+
+    def crashing(self, step):
+        if step == crash_step:
+            raise RuntimeError("simulated crash")
+        return original(self, step)
+
+    monkeypatch.setattr(T.GrpoPtrTrainer, "step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(cfg, prompts, PositionScorer()).train()
+    monkeypatch.setattr(T.GrpoPtrTrainer, "step", original)
+
+
 def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scripted, monkeypatch):
     """Accuracy 1, 1, .5, .5, .5 with window 3 and threshold .6: on from step 3, which needs the accuracies of
     steps 1-2 from before the crash; a resume that lost them would see [.5], [.5, .5], ... and never switch."""
@@ -235,17 +250,7 @@ def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scri
 
     full = make_trainer(config("full"), prompts, PositionScorer()).train()
     assert [h["accuracy"] for h in full.history] == [1.0, 1.0, 0.5, 0.5, 0.5] and full.switch_step == 3
-    original = T.GrpoPtrTrainer.step
-
-    def crash_at_3(self, step):
-        if step == 3:
-            raise RuntimeError("simulated crash")
-        return original(self, step)
-
-    monkeypatch.setattr(T.GrpoPtrTrainer, "step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        make_trainer(config("crash"), prompts, PositionScorer()).train()
-    monkeypatch.setattr(T.GrpoPtrTrainer, "step", original)
+    crash_at_step(3, config("crash"), prompts, monkeypatch)
     resumed = make_trainer(config("crash"), prompts, PositionScorer()).train()
     assert resumed.resumed_from.endswith("checkpoint-2")
     assert resumed.switch_step == 3 and [h["reasoning/on"] for h in resumed.history] == [0, 0, 1, 1, 1]
@@ -273,17 +278,8 @@ def test_a_resumed_run_continues_at_the_saved_step_and_matches_an_uninterrupted_
 
     crash_cfg = grpo_cfg(cfg, tmp_path, output_dir=str(tmp_path / "crash"), no_progressive=True)
     original = T.GrpoPtrTrainer.step
-
-    def crash_at_3(self, step):
-        if step == 3:
-            raise RuntimeError("simulated crash")
-        return original(self, step)
-
-    monkeypatch.setattr(T.GrpoPtrTrainer, "step", crash_at_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        make_trainer(crash_cfg, prompts, PositionScorer()).train()
+    crash_at_step(3, crash_cfg, prompts, monkeypatch)
     assert sorted(p.name for p in (tmp_path / "crash").iterdir()) == ["checkpoint-2"]
-    monkeypatch.setattr(T.GrpoPtrTrainer, "step", original)
 
     steps_run = []
     trainer = make_trainer(crash_cfg, prompts, PositionScorer())
