@@ -81,9 +81,8 @@ def register_model(
     return str(mv.version)
 
 
-def resolve_registry_source(source: str | ModelSource, cfg: Config) -> Path:
-    """Local folder of a `registry:<name>@<alias or version>` source, downloaded once per version."""
-    import mlflow
+def lookup_model_version(source: str | ModelSource, cfg: Config):
+    """The MLflow ModelVersion a `registry:<name>@<alias or version>` source points at now (no download)."""
     from mlflow.exceptions import MlflowException
 
     from mlflow import MlflowClient
@@ -97,11 +96,19 @@ def resolve_registry_source(source: str | ModelSource, cfg: Config) -> Path:
     client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
     try:
         if src.ref.isdigit():
-            mv = client.get_model_version(src.name, src.ref)
-        else:
-            mv = client.get_model_version_by_alias(src.name, src.ref)
+            return client.get_model_version(src.name, src.ref)
+        return client.get_model_version_by_alias(src.name, src.ref)
     except MlflowException as exc:
         raise RegistryLookupError(f"{src}: no such registered model version in {cfg.tracking_uri} ({exc.message})") from None
+
+
+def resolve_registry_source(source: str | ModelSource, cfg: Config) -> Path:
+    """Local folder of a `registry:<name>@<alias or version>` source, downloaded once per version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    src = parse_source(source) if isinstance(source, str) else source
+    mv = lookup_model_version(src, cfg)
     # Keyed by store and source too: two stores (e.g. two test workspaces) both have a version 1.
     key = hashlib.sha1(f"{cfg.tracking_uri}|{mv.source}".encode()).hexdigest()[:12]
     dest = cfg.workspace / "models" / "registry" / src.name / f"v{mv.version}-{key}"

@@ -99,9 +99,10 @@ def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
 def annotate_inputs(cfg: Config, manifest: str | Path) -> dict[str, str]:
     """The gender model decides the annotations (and pitch calibration) of clips without a corpus gender;
     its alias can move without any config change, so the model it resolves to is part of the key then."""
+    from emotionthinker.prosody.levels import calibration_gender
     from emotionthinker.records import iter_jsonl
 
-    if all(str(r.get("gender") or "").lower() in ("male", "female") for r in iter_jsonl(manifest)):
+    if all(calibration_gender(r) != "unknown" for r in iter_jsonl(manifest)):
         return {}
     from emotionthinker.traits.gender import gender_model_identity
 

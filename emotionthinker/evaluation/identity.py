@@ -110,13 +110,10 @@ def _describe_registered(src: ModelSource, cfg: Config, info: ModelInfo) -> None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from emotionthinker.registry import RegistryLookupError
+    from emotionthinker.registry import lookup_model_version
 
+    mv = lookup_model_version(src, cfg)  # RegistryLookupError when nothing is registered under it
     client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
-    try:
-        mv = client.get_model_version(src.name, src.ref) if src.ref.isdigit() else client.get_model_version_by_alias(src.name, src.ref)
-    except MlflowException as exc:
-        raise RegistryLookupError(f"{src}: no such registered model version ({exc.message})") from None
     info.model_name, info.model_version, info.run_id = src.name, str(mv.version), mv.run_id or ""
     info.label = f"{src.name} v{mv.version}"
     # Version numbers restart in every MLflow store: the run that logged the weights (else their source) tells

@@ -399,16 +399,14 @@ def gender_model_identity(cfg: Config) -> str:
     (a promotion moves it), a local file by its content, or 'none' when nothing is there."""
     source = cfg.traits.gender_model
     if source.startswith("registry:"):
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
+        from emotionthinker.registry import lookup_model_version
+        from models.sources import SourceError
 
-        name, _, ref = source.removeprefix("registry:").partition("@")
         try:
-            client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
-            mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
-        except MlflowException:
+            mv = lookup_model_version(source, cfg)
+        except SourceError:  # nothing registered under it (RegistryLookupError), or not a usable source
             return "none"
-        return f"{name}/{mv.version}#{mv.run_id or mv.source}"
+        return f"{mv.name}/{mv.version}#{mv.run_id or mv.source}"
     path = Path(source).expanduser()
     path = path / MODEL_FILE if path.is_dir() else path
     return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else "none"
