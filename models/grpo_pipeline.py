@@ -18,7 +18,6 @@ from emotionthinker.validation import ValidationFailed
 from models.checkpoints import fingerprint, stage_dir
 from models.grpo_data import GrpoData, load_grpo_data
 from models.grpo_trainer import GrpoResult, policy_source, run_grpo
-
 from models.sources import source_identity
 
 log = logging.getLogger(__name__)
