@@ -29,3 +29,28 @@ def test_a_clip_of_unknown_gender_without_a_gender_model_is_quarantined_with_the
     [q] = read_jsonl(report.quarantine)
     assert q["id"] == "g1" and q["reason"] == "gender_model_unavailable"
     assert [r["id"] for r in read_jsonl(out)] == ["g0"]
+
+
+def test_a_clip_quarantined_by_validation_and_annotated_on_the_rerun_counts_once(cfg, tmp_path):
+    """The flow moves rows that fail validation from the output to the quarantine; the rerun resumes,
+    labels that clip again and validates it again, so the annotate report must count it as annotated
+    only, or the flow's failure rate would count it twice."""
+    from emotionthinker.annotate import finalize_validated
+    from emotionthinker.records import write_jsonl
+    from emotionthinker.annotation_report import validate_annotated
+
+    records = [{"id": f"c{i}", "audio_path": str(write_wav(tmp_path / f"{i}.wav", seconds=1.0, freq=140.0 + 20 * i)),
+                "corpus": "r", "gender": "male"} for i in range(3)]  # fmt: skip
+    out = tmp_path / "out" / "annotated.jsonl"
+    report = annotate_manifest(records, out, cfg, use_asr=False, workers=1, progress=False)
+    assert (report.n_annotated, report.n_quarantined) == (3, 0)
+    rows = read_jsonl(out)
+    rows[1]["annotations"]["pitch_level"] = "loud"  # as if a labelling bug had written a value outside the suite's set
+    write_jsonl(out, rows)
+    cfg.validation.max_failure_rate = 0.5  # 1 of 3
+    assert finalize_validated(report, validate_annotated(rows, cfg), cfg) is None
+    assert [r["id"] for r in read_jsonl(out)] == ["c0", "c2"] and [q["id"] for q in read_jsonl(report.quarantine)] == ["c1"]
+
+    again = annotate_manifest(records, out, cfg, use_asr=False, workers=1, progress=False)
+    assert (again.n_input, again.n_annotated, again.n_quarantined, again.n_resumed) == (3, 3, 0, 3)
+    assert [r["id"] for r in read_jsonl(out)] == ["c0", "c1", "c2"]
