@@ -96,19 +96,15 @@ def git_sha(root: Path = PROJECT_ROOT) -> str:
         ).stdout.strip()
         # diff-index (unlike `git status`) never rewrites the index: read-only. data/ is left out: `dvc add`
         # edits its tracked .gitignore, which made every run after the first look like changed code (and
-        # miss the retrain cache); datasets enter cache keys by their content instead.
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "diff-index", "HEAD", "--", ".", ":(exclude)data"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        if dirty:
-            patch = subprocess.run(
-                ["git", "-C", str(root), "diff-index", "-p", "--binary", "HEAD", "--", ".", ":(exclude)data"],
-                capture_output=True, timeout=30, check=True,
-            ).stdout
+        # miss the retrain cache); datasets enter cache keys by their content instead. The patch, not the
+        # raw listing, decides: a file rewritten with the same content is listed (stale stat) but has no patch.
+        patch = subprocess.run(
+            ["git", "-C", str(root), "diff-index", "-p", "--binary", "HEAD", "--", ".", ":(exclude)data"],
+            capture_output=True, timeout=30, check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha + (f"+dirty.{hashlib.sha1(patch).hexdigest()[:12]}" if dirty else "")
+    return sha + (f"+dirty.{hashlib.sha1(patch).hexdigest()[:12]}" if patch else "")
 
 
 # -- experiment ----------------------------------------------------------------

@@ -244,6 +244,7 @@ def test_data_version_tags_keep_only_characters_mlflow_accepts():
 
 
 def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
+    import os
     import subprocess
 
     from emotionthinker.tracking import git_sha as cached_git_sha
@@ -260,6 +261,9 @@ def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     clean = git_sha(tmp_path)
+    assert "+" not in clean
+    os.utime(tmp_path / "code.py", (1, 1))  # rewritten with the same content (a checkout, a formatter): stale stat only
+    assert git_sha(tmp_path) == clean
     (tmp_path / "data" / ".gitignore").write_text("/raw\n/demo\n")  # what `dvc add data/demo` does
     assert git_sha(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2  # changed\n")
