@@ -13,10 +13,11 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from scripted_chat_server import ScriptedChatServer
 
 from emotionthinker.cot import errors_path_for, write_cot
 from emotionthinker.cot.cache import ResponseCache
@@ -37,56 +38,23 @@ def good_reasoning(transcription: str, emotion: str) -> str:
     )
 
 
-class FakeOpenAI:
-    """Scripted chat-completions server. ``scripts[transcription]`` lists behaviours per attempt."""
+class FakeOpenAI(ScriptedChatServer):
+    """Scripted chat-completions server for the CoT writer; scripts are keyed by the clip's transcription."""
 
     def __init__(self) -> None:
-        self.scripts: dict[str, list[str]] = {}
-        self.requests: Counter[str] = Counter()
+        super().__init__()
         self.served: dict[str, list[str]] = defaultdict(list)
         self.usage_sent: Counter[str] = Counter()
-        self.auth_headers: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
-        self.lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-            def do_POST(self) -> None:
-                fake.handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def __enter__(self) -> "FakeOpenAI":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        body = json.loads(h.rfile.read(int(h.headers.get("content-length", 0))) or b"{}")
+    def handle(self, h: BaseHTTPRequestHandler, body: dict) -> None:
         user = body["messages"][-1]["content"]
         key = re.search(r'Transcription: "(.*)"', user).group(1)
         emotion = re.search(r"(?:Emotion \(the answer; do not reveal it early\)|Correct emotion): (.*)", user).group(1)
+        action = self.next_action(key, h, body)
         with self.lock:
-            n = self.requests[key]
-            self.requests[key] += 1
-            script = self.scripts.get(key, ["ok"])
-            action = script[min(n, len(script) - 1)]
             self.served[key].append(action)
-            self.auth_headers.add(h.headers.get("authorization", ""))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -106,14 +74,7 @@ class FakeOpenAI:
             time.sleep(0.3)
             action = "ok"
         if action.isdigit():
-            payload = json.dumps({"error": {"message": f"injected {action}", "type": "test"}}).encode()
-            h.send_response(int(action))
-            h.send_header("content-type", "application/json")
-            if action == "429":
-                h.send_header("retry-after", "0")
-            h.send_header("content-length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+            self.send_status(h, action)
             return
         if action == "malformed":
             raw = b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "The spea'
@@ -133,16 +94,8 @@ class FakeOpenAI:
             with self.lock:
                 for k, v in usage.items():
                     self.usage_sent[k] += v if delivered else 0
-            raw = json.dumps({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                "usage": usage,
-            }).encode()
-        h.send_response(200)
-        h.send_header("content-type", "application/json")
-        h.send_header("content-length", str(len(raw)))
-        h.end_headers()
-        h.wfile.write(raw)
+            raw = self.completion(text, body.get("model"), usage)
+        self.send_body(h, raw)
 
 
 def annotated(i: int, transcription: str, emotion: str = "angry", speaker: str | None = None) -> dict:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from scripted_chat_server import ScriptedChatServer
 
 from emotionthinker.evaluation.judges import JudgeError, judge_messages, llm_judge, run_judges
 
@@ -22,59 +22,14 @@ SECRET = "sk-judge-test-not-a-real-key-77"
 GOOD = {"factual_alignment": 4, "interpretative_quality": 3, "caption_completeness": 2, "fluency_and_structural_clarity": 5}
 
 
-class JudgeServer:
-    """Chat-completions server; ``scripts[transcription]`` lists one behaviour per attempt (the last repeats)."""
+class JudgeServer(ScriptedChatServer):
+    """Chat-completions server for the judge; scripts are keyed by the clip's transcription."""
 
-    def __init__(self) -> None:
-        self.scripts: dict[str, list[str]] = {}
-        self.requests: Counter[str] = Counter()
-        self.bodies: list[dict] = []
-        self.auth: set[str] = set()
-        self.lock = threading.Lock()
-        srv = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                srv.handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def __enter__(self) -> "JudgeServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        body = json.loads(h.rfile.read(int(h.headers.get("content-length", 0))) or b"{}")
+    def handle(self, h: BaseHTTPRequestHandler, body: dict) -> None:
         key = re.search(r'- transcription: "(.*)"', body["messages"][-1]["content"]).group(1)
-        with self.lock:
-            n = self.requests[key]
-            self.requests[key] += 1
-            script = self.scripts.get(key, ["ok"])
-            action = script[min(n, len(script) - 1)]
-            self.bodies.append(body)
-            self.auth.add(h.headers.get("authorization", ""))
+        action = self.next_action(key, h, body)
         if action.isdigit():
-            payload = json.dumps({"error": {"message": f"injected {action}"}}).encode()
-            h.send_response(int(action))
-            h.send_header("content-type", "application/json")
-            if action == "429":
-                h.send_header("retry-after", "0")
-            h.send_header("content-length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+            self.send_status(h, action)
             return
         if action == "broken_body":
             raw = b'{"id": "x", "choices": [{"message": {"content": "{\\"factual'
@@ -88,14 +43,8 @@ class JudgeServer:
                 "missing_key": json.dumps({k: v for k, v in GOOD.items() if k != "interpretative_quality"}),
                 "empty": "",
             }[action]
-            raw = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                              "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                              "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}}).encode()  # fmt: skip
-        h.send_response(200)
-        h.send_header("content-type", "application/json")
-        h.send_header("content-length", str(len(raw)))
-        h.end_headers()
-        h.wfile.write(raw)
+            raw = self.completion(text, body.get("model"), {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70})
+        self.send_body(h, raw)
 
 
 def record(i: int) -> dict:
@@ -148,7 +97,7 @@ def test_llm_judge_scores_retries_and_counts_failures(cfg, tmp_path, monkeypatch
         assert res.n_scored == 5 and res.means()["fluency_and_structural_clarity"] == 5.0
         m = res.metrics()
         assert m["judge/llm/failures"] == 2 and m["judge/llm/factual_alignment"] == 4.0
-        assert server.auth == {f"Bearer {SECRET}"} and SECRET not in json.dumps([res.details, res.info])
+        assert server.auth_headers == {f"Bearer {SECRET}"} and SECRET not in json.dumps([res.details, res.info])
         retry = [b for b in server.bodies if "clip number 2" in b["messages"][-1]["content"]][1]
         assert "rejected because its reply was not one JSON object" in retry["messages"][-1]["content"]
         assert all(b["model"] == "judge-model" and b["temperature"] == 0.0 for b in server.bodies)
