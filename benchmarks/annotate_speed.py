@@ -165,12 +165,14 @@ def time_steady_state(kind: str, records: list[dict[str, Any]], cfg: Config, wor
 # -- 3: level agreement -----------------------------------------------------------------
 
 
-def levels_from_measures(records: list[dict[str, Any]], measures: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
-    """Per-corpus/gender tertile levels fitted on these measures alone (the annotate stage's procedure)."""
+def levels_from_measures(records: list[dict[str, Any]], measures: list[dict[str, Any]], cfg: Config,
+                         calibration: Any = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Per-corpus/gender tertile levels fitted on these measures alone (the annotate stage's procedure),
+    or, with `calibration`, labelled with thresholds fitted elsewhere (how a later batch is labelled)."""
     from emotionthinker.prosody.levels import assign_levels, fit_calibration
 
     triples = [(r["corpus"], r.get("gender") or "unknown", m) for r, m in zip(records, measures)]
-    cal = fit_calibration(triples, cfg)
+    cal = calibration if calibration is not None else fit_calibration(triples, cfg)
     return [assign_levels(m, c, g, cal)[0] for c, g, m in triples]
 
 
@@ -339,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     print("  " + pitch_disagreements(records, dsp_levels, pyin_levels, dsp_measures, pyin_measures))
     print(f"  self-check: annotate output vs re-fitted warm-pool DSP measures: "
           + ", ".join(f"{k} {r:.0%}" for k, (r, _) in self_check.items()))
+    from emotionthinker.prosody.levels import fit_calibration
+
+    dsp_calibration = fit_calibration([(r["corpus"], r.get("gender") or "unknown", m) for r, m in zip(records, dsp_measures)], cfg)
+    shared = agreement(dsp_levels, levels_from_measures(records, pyin_measures, cfg, dsp_calibration))["pitch_level"]
+    print(f"  context, not the target: pYIN's measures labelled with the DSP's thresholds (one calibration, as a later batch is "
+          f"labelled) agree on {shared[0]:.1%} of {shared[1]} pitch labels; with two calibrations a clip that crosses an "
+          "edge can push a neighbour back across it")
     if not args.no_noise_floor:
         print("  noise floor of the pitch comparison (each side calibrated on its own measures, as above):")
         for line in grid_noise_floor(records, cfg, w, dsp_levels, pyin_levels):

@@ -28,3 +28,23 @@ def test_design_agreement_scores_each_annotator_against_the_design_and_skips_unl
     [line] = bench.design_agreement(records, {"DSP": dsp, "pYIN": pyin})
     assert line.startswith("pitch_level") and "DSP 2/3 (66.7%)" in line and "pYIN 2/2 (100.0%)" in line
     assert bench.design_agreement([{"id": 1}], {"DSP": [{}]}) == []  # a corpus without a design: no section
+
+
+def test_one_shared_calibration_counts_a_clip_that_crosses_an_edge_once(cfg):
+    """Each annotator fitting its own tertiles turns one clip crossing an edge into two disagreements (its
+    neighbour is pushed back across); labelled with the DSP's thresholds only the clip itself differs."""
+    from emotionthinker.prosody.levels import fit_calibration
+
+    records = [{"corpus": "r", "gender": "female"} for _ in range(9)]
+
+    def measures(pitch):
+        return [{"f0_median_st": p, "rms_dbfs": -20.0 - i, "articulation_rate_sps": 3.0 + i} for i, p in enumerate(pitch)]
+
+    dsp = measures([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    pyin = measures([0, 1, 3.5, 3, 4, 5, 6, 7, 8])  # clip 2 measured higher, past clip 3
+    dsp_levels = bench.levels_from_measures(records, dsp, cfg)
+    own = bench.levels_from_measures(records, pyin, cfg)
+    shared = bench.levels_from_measures(records, pyin, cfg, fit_calibration([("r", "female", m) for m in dsp], cfg))
+    differ = [[i for i, (a, b) in enumerate(zip(dsp_levels, x)) if a["pitch_level"] != b["pitch_level"]] for x in (own, shared)]
+    assert differ == [[2, 3], [2]]
+    assert bench.agreement(dsp_levels, shared)["pitch_level"] == (pytest.approx(8 / 9), 9)
