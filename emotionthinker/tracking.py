@@ -86,7 +86,8 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 # -- code version ------------------------------------------------------------
 @lru_cache(maxsize=1)
 def git_sha(root: Path = PROJECT_ROOT) -> str:
-    """HEAD commit of the project, '+dirty.<hash of the diff>' when tracked files changed; 'unknown' outside git.
+    """HEAD commit of the project, '+dirty.<hash of the diff>' when tracked files changed or untracked Python
+    files exist outside data/; 'unknown' outside git.
 
     The diff's hash keeps cache keys honest between commits: two different uncommitted edits are two code versions.
     """
@@ -102,6 +103,13 @@ def git_sha(root: Path = PROJECT_ROOT) -> str:
             ["git", "-C", str(root), "diff-index", "-p", "--binary", "HEAD", "--", ".", ":(exclude)data"],
             capture_output=True, timeout=30, check=True,
         ).stdout
+        # A new module not yet added to git is code too (a tracked edit may import it): its content counts.
+        untracked = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--others", "--exclude-standard", "--", "*.py", ":(exclude)data"],
+            capture_output=True, timeout=30, check=True,
+        ).stdout.split(b"\0")
+        for name in sorted(n for n in untracked if n):
+            patch += b"\0untracked " + name + b"\0" + (root / name.decode()).read_bytes()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + (f"+dirty.{hashlib.sha1(patch).hexdigest()[:12]}" if patch else "")

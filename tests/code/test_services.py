@@ -270,7 +270,16 @@ def test_git_sha_is_not_dirtied_by_dvc_editing_data_gitignore(tmp_path):
     first = git_sha(tmp_path)
     assert first.startswith(clean + "+dirty.") and git_sha(tmp_path) == first  # the same edit: the same version
     (tmp_path / "code.py").write_text("x = 3  # another uncommitted edit\n")
-    assert git_sha(tmp_path).startswith(clean + "+dirty.") and git_sha(tmp_path) != first  # cache keys must see it
+    second = git_sha(tmp_path)
+    assert second.startswith(clean + "+dirty.") and second != first  # cache keys must see it
+    (tmp_path / "helper.py").write_text("y = 1\n")  # a new module, not yet added to git
+    with_helper = git_sha(tmp_path)
+    assert with_helper not in (second, clean)
+    (tmp_path / "helper.py").write_text("y = 2\n")
+    assert git_sha(tmp_path) != with_helper
+    (tmp_path / "data" / "scratch.py").write_text("z = 1\n")  # data/ stays out, as for tracked files
+    (tmp_path / "notes.txt").write_text("not code\n")
+    assert git_sha(tmp_path) == git_sha(tmp_path) != with_helper
 
 
 def _running(pid: int) -> bool:
