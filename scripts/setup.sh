@@ -22,13 +22,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp=.venv/.installed
-want=$(cat requirements.lock pyproject.toml constraints.txt | sha1sum | cut -c1-40)
+want=$(cat requirements.lock pyproject.toml constraints.txt scripts/setup.sh | sha1sum | cut -c1-40)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 echo "[setup] creating .venv and installing the locked stack (a few minutes on a cold machine)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# setuptools pinned: torch pulls whatever is newest, and the editable install below builds with it
+# (no build isolation), so an unpinned one would change the build under a finished lock.
+.venv/bin/python -m pip install -q --upgrade pip setuptools==84.2.1
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 # The lock is complete (pip freeze), so no resolver run and no surprises.
