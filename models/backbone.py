@@ -66,6 +66,19 @@ class CompletionLogprobs:
         return self.logprobs.sum(-1)
 
 
+def pad_completions(completions: Sequence[Sequence[int]], n_prompts: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """k completions per prompt as right-padded ids and their mask; refuses a count that is not a positive multiple."""
+    if len(completions) == 0 or len(completions) % n_prompts:
+        raise AudioLMError(f"{len(completions)} completions for {n_prompts} prompts (need a positive multiple)")
+    width = max(1, max(len(c) for c in completions))
+    ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    cmask = torch.zeros((len(completions), width), dtype=torch.bool)
+    for i, c in enumerate(completions):
+        ids[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
+        cmask[i, : len(c)] = True
+    return ids, cmask, len(completions) // n_prompts
+
+
 class AudioLM:
     """A backbone with its tokenizer and feature extractor; see the module docstring."""
 
@@ -270,16 +283,7 @@ class AudioLM:
 
     def _append_completions(self, inputs: dict[str, torch.Tensor], completions: Sequence[Sequence[int]]):
         """Prompt (left-padded) + completion (right-padded); inputs repeat when there are k completions per prompt."""
-        batch = inputs["input_ids"].shape[0]
-        if len(completions) == 0 or len(completions) % batch:
-            raise AudioLMError(f"{len(completions)} completions for {batch} prompts (need a positive multiple)")
-        k = len(completions) // batch
-        width = max(1, max(len(c) for c in completions))
-        ids = torch.full((len(completions), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        cmask = torch.zeros((len(completions), width), dtype=torch.bool)
-        for i, c in enumerate(completions):
-            ids[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
-            cmask[i, : len(c)] = True
+        ids, cmask, k = pad_completions(completions, inputs["input_ids"].shape[0], self.tokenizer.pad_token_id)
         rep = {name: t.repeat_interleave(k, dim=0) for name, t in inputs.items() if name in _MODEL_INPUTS}
         rep["input_ids"] = torch.cat([rep["input_ids"], ids], dim=1)
         rep["attention_mask"] = torch.cat([rep["attention_mask"], cmask.long()], dim=1)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from models.backbone import AudioLM, CompletionLogprobs, Generation
+from models.backbone import AudioLM, CompletionLogprobs, Generation, pad_completions
 
 SHARED_PREFIX_FAMILIES = ("qwen2audio",)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
@@ -115,20 +115,11 @@ def group_logprobs(
     if not (shared_prefix and supports_shared_prefix(lm)):
         return lm.completion_logprobs(inputs, completion_ids, temperature)
     suppress = suppressed_tokens(lm) if suppress is None else tuple(suppress)
-    n_prompts = inputs["input_ids"].shape[0]
-    if len(completion_ids) == 0 or len(completion_ids) % n_prompts:
-        raise ValueError(f"{len(completion_ids)} completions for {n_prompts} prompts (need a positive multiple)")
-    k = len(completion_ids) // n_prompts
-    width = max(1, max(len(c) for c in completion_ids))
-    ids = torch.full((len(completion_ids), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    cmask = torch.zeros((len(completion_ids), width), dtype=torch.bool)
-    for i, c in enumerate(completion_ids):
-        ids[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
-        cmask[i, : len(c)] = True
+    ids, cmask, k = pad_completions(completion_ids, inputs["input_ids"].shape[0], lm.tokenizer.pad_token_id)
     ids, cmask = ids.to(lm.device), cmask.to(lm.device)
     hidden, cache = _prompt_pass(lm, inputs)
     hidden = hidden.repeat_interleave(k, dim=0).unsqueeze(1)  # predicts completion token 0
-    if width > 1:
+    if ids.shape[1] > 1:
         cache.batch_repeat_interleave(k)
         mask = torch.cat([inputs["attention_mask"].to(lm.device).repeat_interleave(k, dim=0), cmask[:, :-1].long()], dim=1)
         out = lm._core().model(input_ids=ids[:, :-1], attention_mask=mask, past_key_values=cache, use_cache=True)

@@ -10,7 +10,7 @@ import torch
 
 from emotionthinker.config import load_config
 from emotionthinker.labels import SYSTEM_PROMPT, USER_PROMPT
-from models.backbone import IGNORE_INDEX, AudioLM, AudioLMError
+from models.backbone import IGNORE_INDEX, AudioLM, AudioLMError, pad_completions
 from models.sources import SourceError
 
 FAMILIES = {"random:qwen2audio-tiny": "qwen2audio", "random:qwen2.5omni-tiny": "qwen2_5omni"}
@@ -215,3 +215,13 @@ def test_sources_that_are_not_audio_llms_here_raise(cfg, source):
 def test_a_folder_without_manifest_or_model_is_rejected(cfg, tmp_path):
     with pytest.raises((AudioLMError, OSError, ValueError)):
         AudioLM.from_source(str(tmp_path), cfg)
+
+
+def test_pad_completions_right_pads_k_per_prompt_and_refuses_a_count_that_is_not_a_multiple():
+    ids, mask, k = pad_completions([[5, 6, 7], [8], [], [9, 9]], n_prompts=2, pad_id=0)
+    assert k == 2 and ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0], [9, 9, 0]]
+    assert mask.tolist() == [[True] * 3, [True, False, False], [False] * 3, [True, True, False]]
+    assert pad_completions([[], []], 1, 0)[0].shape == (2, 1)  # at least one column: the first token is still scored
+    for bad in ([], [[1], [2], [3]]):
+        with pytest.raises(AudioLMError, match="positive multiple"):
+            pad_completions(bad, 2, 0)
