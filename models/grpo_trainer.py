@@ -496,6 +496,8 @@ class GrpoPtrTrainer:
     def train(self) -> GrpoResult:
         started = time.perf_counter()
         start = self.resume()
+        if start:
+            self._log_restored_history()
         g = self.g
         for step in range(start + 1, g.max_steps + 1):
             metrics, rows = self.step(step)
@@ -532,6 +534,20 @@ class GrpoPtrTrainer:
             self.run.set_tags({"reasoning_switch_step": str(step)})
         if rows and (step % self.g.log_completions_steps == 0 or step == self.g.max_steps or step == 1):
             self.run.log_table(rows, f"completions/step_{step:05d}.json")
+
+    def _log_restored_history(self) -> None:
+        """A resumed run logs into a new MLflow run: give it the steps before the checkpoint too (the crashed run
+        keeps its own copy), so the run compared in the UI holds the whole curve, not the part after the crash."""
+        if self.run is None:
+            return
+        logged = {m.step for m in self.run.client.get_metric_history(self.run.run_id, "reward")}
+        for h in self.history:
+            if int(h["step"]) not in logged:
+                self.run.log_metrics({k: v for k, v in h.items() if k != "step"}, step=int(h["step"]))
+        tags = {"resumed_at_step": str(self.step_done)}
+        if self.schedule.switch_step is not None:
+            tags["reasoning_switch_step"] = str(self.schedule.switch_step)
+        self.run.set_tags(tags)
 
     def _log_end(self, result: GrpoResult) -> None:
         if self.run is None:

@@ -238,9 +238,14 @@ def crash_at_step(crash_step: int, cfg, prompts, monkeypatch) -> None:
     monkeypatch.setattr(T.GrpoPtrTrainer, "step", original)
 
 
-def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scripted, monkeypatch):
+def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scripted, monkeypatch, config_file):
     """Accuracy 1, 1, .5, .5, .5 with window 3 and threshold .6: on from step 3, which needs the accuracies of
-    steps 1-2 from before the crash; a resume that lost them would see [.5], [.5, .5], ... and never switch."""
+    steps 1-2 from before the crash; a resume that lost them would see [.5], [.5, .5], ... and never switch.
+    The resumed run's MLflow run holds the whole curve, the steps before the checkpoint included."""
+    from mlflow import MlflowClient
+
+    from emotionthinker.tracking import start_stage_run
+
     scripted["per_group"] = {1: 2, 2: 2, 3: 1, 4: 1, 5: 1}
     prompts = write_clips(tmp_path / "audio")
 
@@ -251,8 +256,19 @@ def test_a_resumed_progressive_run_keeps_its_accuracy_window(cfg, tmp_path, scri
     full = make_trainer(config("full"), prompts, PositionScorer()).train()
     assert [h["accuracy"] for h in full.history] == [1.0, 1.0, 0.5, 0.5, 0.5] and full.switch_step == 3
     crash_at_step(3, config("crash"), prompts, monkeypatch)
-    resumed = make_trainer(config("crash"), prompts, PositionScorer()).train()
+    with start_stage_run(config("crash"), "grpo_ptr") as run:
+        resumed = make_trainer(config("crash"), prompts, PositionScorer(), run=run).train()
     assert resumed.resumed_from.endswith("checkpoint-2")
+    client = MlflowClient(cfg.tracking_uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "accuracy")] == [
+        (1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5), (5, 0.5)]  # fmt: skip
+    assert client.get_run(run.run_id).data.tags["resumed_at_step"] == "2"
+    # Switched before the crash (step 3; resumed from checkpoint-4): the new run is told when.
+    crash_at_step(5, config("late"), prompts, monkeypatch)
+    with start_stage_run(config("late"), "grpo_ptr") as run:
+        make_trainer(config("late"), prompts, PositionScorer(), run=run).train()
+    assert client.get_run(run.run_id).data.tags["reasoning_switch_step"] == "3"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "reasoning/switch_step")] == [(3, 3.0)]
     assert resumed.switch_step == 3 and [h["reasoning/on"] for h in resumed.history] == [0, 0, 1, 1, 1]
     for a, b in zip(full.history, resumed.history):
         assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
