@@ -325,15 +325,28 @@ def training_kwargs(stage: str, cfg: Config, out_dir: Path) -> dict[str, Any]:
 
 
 def mlflow_step_logger(run, prefix: str):
-    """Trainer callback: every logged value (loss, lr, grad norm) as an MLflow metric at its global step."""
+    """Trainer callback: every logged value (loss, lr, grad norm) as an MLflow metric at its global step; a resumed
+    stage also logs the values from before its checkpoint."""
     from transformers import TrainerCallback
 
+    def numbers(logs: dict) -> dict[str, float]:
+        return {f"{prefix}/{k}": float(v) for k, v in logs.items() if k != "step" and isinstance(v, (int, float))}
+
     class MlflowStepLogger(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            """A resumed stage logs into a new run: give it the steps before the checkpoint (the trainer state's
+            log history) too, so its curves start at step 1."""
+            if run is None or not state.is_world_process_zero or not state.global_step:
+                return
+            logged = {m.step for m in run.client.get_metric_history(run.run_id, f"{prefix}/loss")}
+            for entry in state.log_history:
+                if entry.get("step") is not None and entry["step"] not in logged and numbers(entry):
+                    run.log_metrics(numbers(entry), step=int(entry["step"]))
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if run is None or not state.is_world_process_zero or not logs:
                 return
-            values = {f"{prefix}/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))}
-            if values:
+            if values := numbers(logs):
                 run.log_metrics(values, step=state.global_step)
 
     return MlflowStepLogger()

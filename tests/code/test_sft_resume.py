@@ -78,3 +78,26 @@ def test_a_finished_stage_is_reused_without_training(setup):
     again = train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(steps)])
     assert again.reused and steps == [] and again.global_step == 4
     assert not (folder / "final" / "training_args.bin").exists()  # no pickle in a published model folder
+
+
+def test_a_resumed_stage_logs_the_steps_before_its_checkpoint_into_its_new_run(cfg, config_file):
+    """The step logger, given the trainer state a resume restores (global step 2, two logged steps): the new
+    MLflow run gets those steps too, once, so its loss curve starts at step 1; a fresh start logs nothing early."""
+    from mlflow import MlflowClient
+    from transformers import TrainerState
+
+    from emotionthinker.tracking import start_stage_run
+    from models.sft import mlflow_step_logger
+
+    history = [{"loss": 2.0, "learning_rate": 1e-3, "epoch": 0.5, "step": 1}, {"loss": 1.5, "grad_norm": 0.7, "step": 2}]
+    client = MlflowClient(cfg.tracking_uri)
+    with start_stage_run(cfg, "sft") as run:
+        logger = mlflow_step_logger(run, "stage1")
+        logger.on_train_begin(None, TrainerState(global_step=0, log_history=[]), None)  # a fresh start
+        assert client.get_metric_history(run.run_id, "stage1/loss") == []
+        for _ in range(2):  # a second call (another resume into the same run) adds nothing
+            logger.on_train_begin(None, TrainerState(global_step=2, log_history=history), None)
+        logger.on_log(None, TrainerState(global_step=3), None, logs={"loss": 1.2})
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "stage1/loss")] == [(1, 2.0), (2, 1.5), (3, 1.2)]
+    assert [m.step for m in client.get_metric_history(run.run_id, "stage1/grad_norm")] == [2]
+    assert "stage1/step" not in client.get_run(run.run_id).data.metrics
