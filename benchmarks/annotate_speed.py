@@ -165,15 +165,25 @@ def time_steady_state(kind: str, records: list[dict[str, Any]], cfg: Config, wor
 # -- 3: level agreement -----------------------------------------------------------------
 
 
+def _groups(records: list[dict[str, Any]], measures: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(r["corpus"], r.get("gender") or "unknown", m) for r, m in zip(records, measures)]
+
+
+def calibration_from_measures(records: list[dict[str, Any]], measures: list[dict[str, Any]], cfg: Config) -> Any:
+    """Per-corpus/gender tertile thresholds fitted on these measures (the annotate stage's procedure)."""
+    from emotionthinker.prosody.levels import fit_calibration
+
+    return fit_calibration(_groups(records, measures), cfg)
+
+
 def levels_from_measures(records: list[dict[str, Any]], measures: list[dict[str, Any]], cfg: Config,
                          calibration: Any = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Per-corpus/gender tertile levels fitted on these measures alone (the annotate stage's procedure),
-    or, with `calibration`, labelled with thresholds fitted elsewhere (how a later batch is labelled)."""
-    from emotionthinker.prosody.levels import assign_levels, fit_calibration
+    """Levels from thresholds fitted on these measures alone, or, with `calibration`, from thresholds fitted
+    elsewhere (how a later batch is labelled)."""
+    from emotionthinker.prosody.levels import assign_levels
 
-    triples = [(r["corpus"], r.get("gender") or "unknown", m) for r, m in zip(records, measures)]
-    cal = calibration if calibration is not None else fit_calibration(triples, cfg)
-    return [assign_levels(m, c, g, cal)[0] for c, g, m in triples]
+    cal = calibration if calibration is not None else calibration_from_measures(records, measures, cfg)
+    return [assign_levels(m, c, g, cal)[0] for c, g, m in _groups(records, measures)]
 
 
 def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
@@ -330,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     dsp_levels = [by_id.get(r["id"], {}) for r in records]
     agree = agreement(dsp_levels, pyin_levels)
     # The annotate output and the warm-pool DSP measures come from the same code: they must agree exactly.
-    dsp_refit = levels_from_measures(records, dsp_measures, cfg)
+    dsp_calibration = calibration_from_measures(records, dsp_measures, cfg)
+    dsp_refit = levels_from_measures(records, dsp_measures, cfg, dsp_calibration)
     self_check = agreement(dsp_levels, dsp_refit)
 
     print("\nlevel agreement, DSP annotate output vs pYIN reference (each calibrated on its own measures):")
@@ -341,9 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     print("  " + pitch_disagreements(records, dsp_levels, pyin_levels, dsp_measures, pyin_measures))
     print(f"  self-check: annotate output vs re-fitted warm-pool DSP measures: "
           + ", ".join(f"{k} {r:.0%}" for k, (r, _) in self_check.items()))
-    from emotionthinker.prosody.levels import fit_calibration
-
-    dsp_calibration = fit_calibration([(r["corpus"], r.get("gender") or "unknown", m) for r, m in zip(records, dsp_measures)], cfg)
     shared = agreement(dsp_levels, levels_from_measures(records, pyin_measures, cfg, dsp_calibration))["pitch_level"]
     print(f"  context, not the target: pYIN's measures labelled with the DSP's thresholds (one calibration, as a later batch is "
           f"labelled) agree on {shared[0]:.1%} of {shared[1]} pitch labels; with two calibrations a clip that crosses an "

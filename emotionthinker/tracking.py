@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -196,6 +196,14 @@ class StageRun:
         items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_missing_steps(self, steps: Iterable[tuple[int, Mapping[str, float]]], probe: str) -> None:
+        """Log each (step, metrics) the run lacks, judged by whether `probe` has a value at that step: how a
+        resumed training stage gives its new run the steps before its checkpoint, once even if asked twice."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, metric_key(probe))}
+        for step, metrics in steps:
+            if step not in logged and metrics:
+                self.log_metrics(metrics, step=step)
 
     def log_dict(self, data: Mapping[str, Any] | Sequence[Any], artifact_file: str) -> None:
         """A JSON (or YAML, by extension) artifact; secret-looking keys are dropped first."""

@@ -540,10 +540,7 @@ class GrpoPtrTrainer:
         keeps its own copy), so the run compared in the UI holds the whole curve, not the part after the crash."""
         if self.run is None:
             return
-        logged = {m.step for m in self.run.client.get_metric_history(self.run.run_id, "reward")}
-        for h in self.history:
-            if int(h["step"]) not in logged:
-                self.run.log_metrics({k: v for k, v in h.items() if k != "step"}, step=int(h["step"]))
+        self.run.log_missing_steps(((int(h["step"]), {k: v for k, v in h.items() if k != "step"}) for h in self.history), "reward")
         tags = {"resumed_at_step": str(self.step_done)}
         if self.schedule.switch_step is not None:
             tags["reasoning_switch_step"] = str(self.schedule.switch_step)

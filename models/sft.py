@@ -338,10 +338,8 @@ def mlflow_step_logger(run, prefix: str):
             log history) too, so its curves start at step 1."""
             if run is None or not state.is_world_process_zero or not state.global_step:
                 return
-            logged = {m.step for m in run.client.get_metric_history(run.run_id, f"{prefix}/loss")}
-            for entry in state.log_history:
-                if entry.get("step") is not None and entry["step"] not in logged and numbers(entry):
-                    run.log_metrics(numbers(entry), step=int(entry["step"]))
+            run.log_missing_steps(((int(e["step"]), numbers(e)) for e in state.log_history if e.get("step") is not None),
+                                  f"{prefix}/loss")  # fmt: skip
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if run is None or not state.is_world_process_zero or not logs:
