@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
 from emotionthinker.tracking import start_stage_run
+from flows.common import finish_training_run
 from models import grpo_pipeline as P
 from models.grpo_trainer import policy_source as resolve_policy
 from tasks.grpo import load_prompts, log_result, register, train
@@ -60,10 +61,7 @@ def grpo_ptr_flow(
                     s["reward_last5"] or 0, s["accuracy_first5"] or 0, s["accuracy_last5"] or 0, result.runtime_s,
                     " (reused)" if result.reused else "", result.model_dir)  # fmt: skip
         registered = register(result.model_dir, cfg, run.run_id, result, data) if g.register_model else None
-        if registered:
-            logger.info("registered %s version %s as @%s", registered["name"], registered["version"], registered["alias"])
-        wall_s = round(time.perf_counter() - started, 1)
-        run.log_metrics({"wall_s": wall_s})
+        wall_s = finish_training_run(run, logger, started, registered)
     return {
         "run_id": run.run_id,
         "prompts": str(data.path),

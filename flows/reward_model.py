@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
 from emotionthinker.tracking import start_stage_run
+from flows.common import finish_training_run
 from models import reward_model as R
 from tasks.reward_model import evaluate, load_tuples, register, train
 
@@ -44,10 +45,7 @@ def reward_model_flow(rm_tuples: str, profile: str = "tiny", config_file: str | 
         base_metrics = evaluate(base, data, cfg, run.run_id, "base_eval") if cfg.rm.eval_base else {}
         logger.info("held-out: trained %s; base %s", metrics, base_metrics)
         registered = register(result.model_dir, cfg, run.run_id, metrics, data) if cfg.rm.register_model else None
-        if registered:
-            logger.info("registered %s version %s as @%s", registered["name"], registered["version"], registered["alias"])
-        wall_s = round(time.perf_counter() - started, 1)
-        run.log_metrics({"wall_s": wall_s})
+        wall_s = finish_training_run(run, logger, started, registered)
     return {
         "run_id": run.run_id,
         "rm_tuples": str(data.path),

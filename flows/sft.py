@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
 from emotionthinker.tracking import start_stage_run
+from flows.common import finish_training_run
 from models import sft_pipeline as P
 from models.sources import source_identity
 from tasks.sft import evaluate, load_samples, register, sample_generations, train_stage
@@ -46,10 +47,7 @@ def sft_flow(profile: str = "tiny", config_file: str | None = None, data_dir: st
         base_metrics = evaluate(base, data, cfg, run.run_id, "base_eval") if cfg.sft.eval_base else {}
         logger.info("held-out: trained %s; base %s", metrics, base_metrics)
         registered = register(model, cfg, run.run_id, metrics, data) if cfg.sft.register_model and cfg.sft.stages else None
-        if registered:
-            logger.info("registered %s version %s as @%s", registered["name"], registered["version"], registered["alias"])
-        wall_s = round(time.perf_counter() - started, 1)
-        run.log_metrics({"wall_s": wall_s})
+        wall_s = finish_training_run(run, logger, started, registered)
     return {
         "run_id": run.run_id,
         "data_dir": str(data.data_dir),
