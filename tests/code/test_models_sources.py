@@ -109,19 +109,12 @@ def test_packaged_weights_are_located_without_importing_the_package():
 
 def test_source_identity_follows_a_moving_registry_alias(cfg, tmp_path):
     """Stage fingerprints (SFT base, GRPO policy and reward) use it: a promotion must change them."""
-    import json as _json
-
-    from emotionthinker.registry import register_model
-    from emotionthinker.tracking import start_stage_run
     from models.sources import source_identity
+    from tests.registered_models import register_tiny_model
 
     assert source_identity("packaged:tiny-base", cfg) == "packaged:tiny-base" and source_identity(None, cfg) is None
     seen = []
     for seed in (1, 2):
-        folder = tmp_path / f"m{seed}"
-        folder.mkdir()
-        (folder / "config.json").write_text(_json.dumps({"seed": seed}))
-        with start_stage_run(cfg, "sft") as run:
-            register_model(cfg, run.run_id, folder, "emotionthinker-base", alias="challenger")
+        register_tiny_model(cfg, tmp_path, "emotionthinker-base", seed, stage="sft")
         seen.append(source_identity("registry:emotionthinker-base@challenger", cfg))
     assert seen[0] != seen[1] and all(s.startswith("registry:emotionthinker-base@challenger->") for s in seen)

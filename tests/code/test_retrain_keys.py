@@ -98,8 +98,7 @@ def test_the_same_folder_read_by_another_adapter_or_from_another_place_is_anothe
 def test_the_annotate_key_follows_the_gender_model_only_where_a_clip_needs_it(cfg, tmp_path):
     import json
 
-    from emotionthinker.registry import register_model
-    from emotionthinker.tracking import start_stage_run
+    from tests.registered_models import register_tiny_model
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "a", "gender": "female"}) + "\n")
@@ -109,11 +108,8 @@ def test_the_annotate_key_follows_the_gender_model_only_where_a_clip_needs_it(cf
 
     versions = []
     for seed in (1, 2):  # the champion alias moves to a new version: no config changes, the key must
-        folder = tmp_path / f"g{seed}"
-        folder.mkdir()
-        (folder / "gender_classifier.json").write_text(json.dumps({"seed": seed}))
-        with start_stage_run(cfg, "train_gender") as run:
-            register_model(cfg, run.run_id, folder, "emotionthinker-gender", alias="champion")
+        register_tiny_model(cfg, tmp_path, "emotionthinker-gender", seed, stage="train_gender", alias="champion",
+                            marker="gender_classifier.json")  # fmt: skip
         versions.append(R.annotate_inputs(cfg, manifest)["gender_model"])
     assert versions[0].startswith("emotionthinker-gender/1#") and versions[1].startswith("emotionthinker-gender/2#")
     keys = {R.stage_key("annotate", cfg, "abc", {"ingest": "i"}, {"gender_model": v}) for v in versions}

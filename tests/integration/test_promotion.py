@@ -20,6 +20,7 @@ import pytest
 
 from emotionthinker.config import PROJECT_ROOT
 from emotionthinker.promotion import Decision, PromotionDecision, evaluation_tags, promote
+from tests.registered_models import register_tiny_model
 
 MODEL = "emotionthinker-policy"
 RACE_PAUSE_S = 0.4
@@ -37,19 +38,7 @@ def store(cfg, config_file):
 
 
 def register_version(cfg, tmp_path: Path, seed: int, alias: str | None = "challenger") -> str:
-    """A real registered version: a small safetensors folder logged by a training run."""
-    import torch
-    from safetensors.torch import save_file
-
-    from emotionthinker.registry import register_model
-    from emotionthinker.tracking import start_stage_run
-
-    folder = tmp_path / f"model-{seed}"
-    folder.mkdir()
-    save_file({"w": torch.full((2, 2), float(seed))}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"seed": seed}))
-    with start_stage_run(cfg, "grpo", run_name=f"train-{seed}") as run:
-        return register_model(cfg, run.run_id, folder, MODEL, alias=alias)
+    return register_tiny_model(cfg, tmp_path, MODEL, seed, stage="grpo", alias=alias, run_name=f"train-{seed}")
 
 
 def log_evaluation(cfg, version: str, data: str, uar: float, **extra_metrics: float) -> str:
