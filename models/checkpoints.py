@@ -16,11 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 DONE_FILE = "sft_stage.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+SPACE_MARGIN = 1.2  # a save also writes RNG and scheduler state and a temporary copy of the trainer state
+
+
+class CheckpointSpaceError(OSError):
+    """A checkpoint would not fit on the disk: raised before writing it, so no torn folder is left behind."""
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -72,3 +78,31 @@ def files_sha1(paths: list[Path]) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def state_bytes_estimate(model: Any) -> int:
+    """Bytes a training checkpoint of `model` takes: its weights and buffers plus Adam's two fp32 moments of
+    every trainable parameter (what `save_state` and the Trainer write, give or take small files)."""
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return weights + sum(2 * 4 * p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def ensure_room_for_checkpoint(stage_path: Path, model: Any) -> None:
+    """Refuse a save the disk cannot hold, with what to do about it. A save cut off by a full disk fails after
+    the step's work is done and leaves a torn folder; this fails first and names the checkpoint a rerun resumes
+    from. The need is the last complete checkpoint's size, or the estimate from the model before the first."""
+    stage_path = Path(stage_path)
+    previous = last_checkpoint(stage_path)
+    needed = int(SPACE_MARGIN * max(state_bytes_estimate(model), folder_bytes(previous) if previous else 0))
+    where = next(p for p in (stage_path, *stage_path.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise CheckpointSpaceError(
+            f"not enough disk for the next checkpoint in {stage_path}: it needs about {needed / 1e9:.2f} GB and "
+            f"{free / 1e9:.2f} GB is free on {where}. Free space (or lower save_total_limit) and rerun: training "
+            + (f"resumes from {previous.name}." if previous else "starts again from step 0, nothing was saved yet.")
+        )

@@ -25,7 +25,9 @@ TRL's GRPOTrainer takes no audio, and its reward functions see only one process'
 Checkpoints (`checkpoint-<step>/`): accelerate `save_state` (model as safetensors, optimizer,
 scheduler, RNG) plus `trainer_state.json` (step, schedule state, per-step history), written last
 so a torn save is never resumed. A run resumes from its last checkpoint and continues at the next
-step; the schedule, the history and the prompt order continue with it.
+step; the schedule, the history and the prompt order continue with it. Before each save the free disk
+is checked against the last checkpoint's size (or, before the first, weights plus Adam moments): a
+save that cannot fit fails first, with the checkpoint a rerun resumes from, instead of tearing.
 
 (Under DeepSpeed the model state is DeepSpeed's own checkpoint format, as accelerate saves it.)
 
@@ -58,7 +60,7 @@ import torch
 
 from emotionthinker.config import Config
 from models.backbone import AudioLM
-from models.checkpoints import last_checkpoint
+from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint
 from models.distributed_groups import gather_groups
 from models.grpo_data import GrpoDataset, GrpoPrompt, read_prompts, write_prompts
 from models.grpo_math import ProgressiveSchedule, group_advantages, grpo_loss, ptr_rewards
@@ -558,6 +560,7 @@ class GrpoPtrTrainer:
 
     def save_checkpoint(self, step: int) -> Path:
         folder = self.output_dir / f"checkpoint-{step}"
+        ensure_room_for_checkpoint(self.output_dir, self.accelerator.unwrap_model(self.module))
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
             state = {"step": step, "schedule": self.schedule.state_dict(), "history": self.history,
