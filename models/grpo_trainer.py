@@ -25,9 +25,10 @@ TRL's GRPOTrainer takes no audio, and its reward functions see only one process'
 Checkpoints (`checkpoint-<step>/`): accelerate `save_state` (model as safetensors, optimizer,
 scheduler, RNG) plus `trainer_state.json` (step, schedule state, per-step history), written last
 so a torn save is never resumed. A run resumes from its last checkpoint and continues at the next
-step; the schedule, the history and the prompt order continue with it. Before each save the free disk
-is checked against the last checkpoint's size (or, before the first, weights plus Adam moments): a
-save that cannot fit fails first, with the checkpoint a rerun resumes from, instead of tearing.
+step; the schedule, the history and the prompt order continue with it. At the start and before each
+save the free disk is checked against the last checkpoint's size (or, before the first, weights plus
+Adam moments): a save that cannot fit fails first, with the checkpoint a rerun resumes from, instead
+of tearing.
 
 (Under DeepSpeed the model state is DeepSpeed's own checkpoint format, as accelerate saves it.)
 
@@ -501,6 +502,8 @@ class GrpoPtrTrainer:
         if start:
             self._log_restored_history()
         g = self.g
+        if start < g.max_steps:  # a disk too small for one checkpoint fails now, not after save_steps of work
+            ensure_room_for_checkpoint(self.output_dir, self.accelerator.unwrap_model(self.module))
         for step in range(start + 1, g.max_steps + 1):
             metrics, rows = self.step(step)
             self.step_done = step

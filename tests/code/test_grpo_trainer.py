@@ -444,3 +444,10 @@ def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_re
     monkeypatch.setattr(C.shutil, "disk_usage", real_usage)
     resumed = make_trainer(c, prompts, PositionScorer()).train()
     assert resumed.resumed_from.endswith("checkpoint-2") and resumed.global_step == 4
+
+    # A disk that cannot hold even the first checkpoint stops the run before its first step.
+    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100))
+    fresh = make_trainer(grpo_cfg(cfg, tmp_path, output_dir=str(tmp_path / "small")), prompts, PositionScorer())
+    with pytest.raises(C.CheckpointSpaceError, match="starts again from step 0"):
+        fresh.train()
+    assert fresh.step_done == 0
