@@ -85,10 +85,12 @@ def folder_bytes(folder: Path) -> int:
 
 
 def state_bytes_estimate(model: Any) -> int:
-    """Bytes a training checkpoint of `model` takes: its weights and buffers plus Adam's two fp32 moments of
-    every trainable parameter (what `save_state` and the Trainer write, give or take small files)."""
-    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    return weights + sum(2 * 4 * p.numel() for p in model.parameters() if p.requires_grad)
+    """Bytes a training checkpoint of `model` takes: its weights and buffers (a peft model: its adapters only,
+    which is all peft saves) plus Adam's two fp32 moments of every trainable parameter (what `save_state` and
+    the Trainer write, give or take small files)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    saved = trainable if hasattr(model, "peft_config") else [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in saved) + sum(2 * 4 * p.numel() for p in trainable)
 
 
 def ensure_room_for_checkpoint(stage_path: Path, model: Any) -> None:

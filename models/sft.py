@@ -35,7 +35,7 @@ from emotionthinker.audio import AudioError, load_audio, probe
 from emotionthinker.config import Config
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
-from models.checkpoints import last_checkpoint, read_done, write_done
+from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, read_done, write_done
 from models.lora import apply_lora, merge_adapter_dir, numel, trainable_counts
 
 log = logging.getLogger(__name__)
@@ -350,6 +350,23 @@ def mlflow_step_logger(run, prefix: str):
     return MlflowStepLogger()
 
 
+def disk_room_guard(stage_path: Path):
+    """Trainer callback: check the free disk at the start and before every checkpoint save, so a save that
+    cannot fit stops training with CheckpointSpaceError instead of tearing (models.checkpoints)."""
+    from transformers import TrainerCallback
+
+    class DiskRoomGuard(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step < state.max_steps:
+                ensure_room_for_checkpoint(stage_path, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if control.should_save:  # set by transformers' flow callback, which runs before this one
+                ensure_room_for_checkpoint(stage_path, model)
+
+    return DiskRoomGuard()
+
+
 def sft_trainer_class():
     """transformers' Trainer with a resume path that restores the weights of models with renamed keys.
 
@@ -437,7 +454,7 @@ def train_stage(
         args=args,
         train_dataset=SftDataset(samples, cfg),
         data_collator=SftCollator(lm),
-        callbacks=[mlflow_step_logger(run, stage), *callbacks],
+        callbacks=[mlflow_step_logger(run, stage), disk_room_guard(stage_path), *callbacks],
     )
     resume = last_checkpoint(stage_path)
     if resume is not None:

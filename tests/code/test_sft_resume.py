@@ -101,3 +101,46 @@ def test_a_resumed_stage_logs_the_steps_before_its_checkpoint_into_its_new_run(c
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "stage1/loss")] == [(1, 2.0), (2, 1.5), (3, 1.2)]
     assert [m.step for m in client.get_metric_history(run.run_id, "stage1/grad_norm")] == [2]
     assert "stage1/step" not in client.get_run(run.run_id).data.metrics
+
+
+def test_a_checkpoint_the_disk_cannot_hold_stops_training_before_the_save(setup, monkeypatch):
+    """The same guard as GRPO-PTR's, as a Trainer callback (SFT stages and the reward model train here)."""
+    from models import checkpoints as C
+
+    cfg, samples, root = setup
+    folder = root / "small-disk"
+    real_usage = C.shutil.disk_usage
+    first = folder / "checkpoint-2"
+    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100) if first.is_dir() else real_usage(p))
+    seen: list[int] = []
+    with pytest.raises(C.CheckpointSpaceError, match="resumes from checkpoint-2"):
+        train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(seen)])
+    # Step 4 trained; the guard, listed before the recorder, stopped its save before the recorder saw it.
+    assert seen == [1, 2, 3] and sorted(p.name for p in folder.iterdir()) == ["checkpoint-2"]
+
+    from models.backbone import AudioLM
+    from models.sft import set_stage1_trainable
+
+    lm = AudioLM.from_source(cfg.models.policy_source, cfg)
+    set_stage1_trainable(lm.model, cfg.sft.stage1_encoder_layers)
+    size, estimate = C.folder_bytes(first), C.state_bytes_estimate(lm.model)
+    assert 0.8 * estimate <= size <= C.SPACE_MARGIN * estimate, (size, estimate)
+
+    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100))
+    with pytest.raises(C.CheckpointSpaceError, match="starts again from step 0"):
+        train_stage("stage1", cfg.models.policy_source, samples, cfg, root / "no-disk", callbacks=[step_recorder(seen := [])])
+    assert seen == []  # stopped before the first step
+
+
+def test_a_lora_checkpoint_is_estimated_by_its_adapters(setup):
+    from models.backbone import AudioLM
+    from models.checkpoints import state_bytes_estimate
+    from models.lora import apply_lora
+
+    cfg, _, _ = setup
+    lm = AudioLM.from_source(cfg.models.policy_source, cfg)
+    full = state_bytes_estimate(lm.model)
+    s = cfg.sft
+    apply_lora(lm, s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_target_modules)
+    adapters = sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
+    assert adapters > 0 and state_bytes_estimate(lm.model) == 3 * 4 * adapters < full
