@@ -65,6 +65,20 @@ def cfg(tmp_path: Path):
     )
 
 
+@pytest.fixture
+def disk_full(monkeypatch: pytest.MonkeyPatch):
+    """`disk_full(after)`: from when the folder `after` exists (from now, with None) the disk reports 100 bytes
+    free, so the checkpoint guard (models.checkpoints) refuses the next save; `disk_full.undo()` frees it."""
+    real = shutil.disk_usage
+
+    def fill(after: Path | None = None) -> None:
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda p: real(p)._replace(free=100) if after is None or after.is_dir() else real(p))  # fmt: skip
+
+    fill.undo = lambda: monkeypatch.setattr(shutil, "disk_usage", real)
+    return fill
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect API (SQLite in a temp dir) shared by every flow test of the session."""

@@ -420,7 +420,7 @@ def test_an_update_moves_probability_towards_positive_advantages(cfg, tmp_path, 
     assert ((after - before)[advantages > 0] > 0).all() and ((after - before)[advantages < 0] < 0).all()
 
 
-def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_resumes(cfg, tmp_path, scripted, monkeypatch):
+def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_resumes(cfg, tmp_path, scripted, disk_full):
     """A save cut off by a full disk leaves a torn folder after the step's work; the guard refuses it first and
     names the checkpoint a rerun resumes from."""
     from models import checkpoints as C
@@ -428,10 +428,8 @@ def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_re
     scripted["per_group"] = {1: 1, 2: 0, 3: 1, 4: 2}
     prompts = write_clips(tmp_path / "audio")
     c = grpo_cfg(cfg, tmp_path, output_dir=str(tmp_path / "run"), no_progressive=True)
-    real_usage = shutil.disk_usage
     first = tmp_path / "run" / "checkpoint-2"
-    # Room for the first checkpoint only: once it is written, the disk reports less than its size as free.
-    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100) if first.is_dir() else real_usage(p))
+    disk_full(after=first)  # room for the first checkpoint only
     trainer = make_trainer(c, prompts, PositionScorer())
     with pytest.raises(C.CheckpointSpaceError, match=r"(?s)next checkpoint in .*run.*0\.00 GB is free.*resumes from checkpoint-2"):
         trainer.train()
@@ -441,12 +439,12 @@ def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_re
     size, estimate = C.folder_bytes(first), C.state_bytes_estimate(trainer.accelerator.unwrap_model(trainer.module))
     assert 0.8 * estimate <= size <= C.SPACE_MARGIN * estimate, (size, estimate)
 
-    monkeypatch.setattr(C.shutil, "disk_usage", real_usage)
+    disk_full.undo()
     resumed = make_trainer(c, prompts, PositionScorer()).train()
     assert resumed.resumed_from.endswith("checkpoint-2") and resumed.global_step == 4
 
     # A disk that cannot hold even the first checkpoint stops the run before its first step.
-    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100))
+    disk_full()
     fresh = make_trainer(grpo_cfg(cfg, tmp_path, output_dir=str(tmp_path / "small")), prompts, PositionScorer())
     with pytest.raises(C.CheckpointSpaceError, match="starts again from step 0"):
         fresh.train()

@@ -103,15 +103,14 @@ def test_a_resumed_stage_logs_the_steps_before_its_checkpoint_into_its_new_run(c
     assert "stage1/step" not in client.get_run(run.run_id).data.metrics
 
 
-def test_a_checkpoint_the_disk_cannot_hold_stops_training_before_the_save(setup, monkeypatch):
+def test_a_checkpoint_the_disk_cannot_hold_stops_training_before_the_save(setup, disk_full):
     """The same guard as GRPO-PTR's, as a Trainer callback (SFT stages and the reward model train here)."""
     from models import checkpoints as C
 
     cfg, samples, root = setup
     folder = root / "small-disk"
-    real_usage = C.shutil.disk_usage
     first = folder / "checkpoint-2"
-    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100) if first.is_dir() else real_usage(p))
+    disk_full(after=first)
     seen: list[int] = []
     with pytest.raises(C.CheckpointSpaceError, match="resumes from checkpoint-2"):
         train_stage("stage1", cfg.models.policy_source, samples, cfg, folder, callbacks=[step_recorder(seen)])
@@ -126,7 +125,7 @@ def test_a_checkpoint_the_disk_cannot_hold_stops_training_before_the_save(setup,
     size, estimate = C.folder_bytes(first), C.state_bytes_estimate(lm.model)
     assert 0.8 * estimate <= size <= C.SPACE_MARGIN * estimate, (size, estimate)
 
-    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100))
+    disk_full()
     with pytest.raises(C.CheckpointSpaceError, match="starts again from step 0"):
         train_stage("stage1", cfg.models.policy_source, samples, cfg, root / "no-disk", callbacks=[step_recorder(seen := [])])
     assert seen == []  # stopped before the first step
