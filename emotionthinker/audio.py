@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import AudioConfig
 
 
@@ -64,11 +65,17 @@ class AudioInfo:
 
 
 def probe(path: str | Path, cfg: AudioConfig | None = None) -> AudioInfo:
-    """Read the header only: cheap checks (exists, decodable, duration bounds) before decoding."""
+    """Read the header only: cheap checks (exists, decodable, duration bounds) before decoding.
+
+    A relative path is a record's stored path: it resolves against the project root, not the cwd.
+    """
     cfg = cfg or AudioConfig()
-    path = Path(path)
+    given, path = path, resolve_stored_path(path)
     if not path.is_file():
-        raise AudioNotFoundError(path, "no such file" if not path.exists() else "not a regular file")
+        detail = "no such file" if not path.exists() else "not a regular file"
+        if not Path(given).expanduser().is_absolute():
+            detail += f" (the record's relative path {str(given)!r} is taken against the project root)"
+        raise AudioNotFoundError(path, detail)
     if path.stat().st_size == 0:
         raise EmptyAudioError(path, "file has zero bytes")
     try:
@@ -86,6 +93,7 @@ def probe(path: str | Path, cfg: AudioConfig | None = None) -> AudioInfo:
 def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> np.ndarray:
     """Decode, downmix, resample to cfg.sample_rate and check the content; raise an AudioError subclass."""
     cfg = cfg or AudioConfig()
+    path = resolve_stored_path(path)
     info = probe(path, cfg)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)

@@ -34,7 +34,7 @@ class ManifestRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    audio_path: str
+    audio_path: str  # relative to the project root when the clip is in or beside it (stored_paths.py)
     corpus: str
     split: Split
     speaker: str

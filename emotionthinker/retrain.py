@@ -92,8 +92,11 @@ def content_hash(path: str | Path) -> str:
 
 def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
     """What decides an ingest beside its config: the adapter, where the clips are (manifests hold their
-    paths) and their content; the same folder read by another adapter is another manifest."""
-    return {"corpus": corpus, "root_path": str(Path(root).resolve()), "root": content_hash(root)}
+    paths, in the form they store them) and their content; the same folder read by another adapter
+    is another manifest."""
+    from emotionthinker.stored_paths import stored_path
+
+    return {"corpus": corpus, "root_path": stored_path(root), "root": content_hash(root)}
 
 
 def annotate_inputs(cfg: Config, manifest: str | Path) -> dict[str, str]:

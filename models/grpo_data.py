@@ -2,7 +2,8 @@
 
 Any record file of the platform serves: a manifest, annotated records, EmotionCoT records (fields
 `audio_path`, `emotion`, `id`, `split`), or SFT samples (`audio` [path], `meta.emotion`). Relative
-audio paths resolve against the file's folder. Records whose label is outside the label space or
+audio paths resolve against the file's folder when the clip is there, else against the project root
+(how the platform stores them: emotionthinker/stored_paths.py). Records whose label is outside the label space or
 whose audio fails the header probe are quarantined with a reason, never dropped silently.
 
 Which prompts a step sees is a pure function of the step number (`step_prompt_indices`): a seeded
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from emotionthinker.audio import AudioError, load_audio, probe
+from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config
 from emotionthinker.labels import SYSTEM_PROMPT, USER_PROMPT, normalize_label
 
@@ -89,19 +91,18 @@ def parse_prompt_records(
             quarantined.append({"id": rid or f"line-{n + 1}", "audio_path": "", "reason": "no_audio_path",
                                 "detail": "expected audio_path (or audio: [path])"})  # fmt: skip
             continue
-        path = Path(audio).expanduser()
-        path = path if path.is_absolute() else (base_dir / path).resolve()
-        rid = rid or hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        path = stored_path_from_file(audio, base_dir)
+        rid = rid or hashlib.sha1(path.encode()).hexdigest()[:12]
         label = _label_of(rec)
         gold = normalize_label(label) if isinstance(label, str) else None
         if gold is None:
-            quarantined.append({"id": rid, "audio_path": str(path), "reason": "label_outside_label_space",
+            quarantined.append({"id": rid, "audio_path": path, "reason": "label_outside_label_space",
                                 "detail": f"emotion {label!r}"})  # fmt: skip
             continue
-        if str(path) in seen_audio:
+        if path in seen_audio:
             continue
-        seen_audio.add(str(path))
-        prompts.append(GrpoPrompt(rid, str(path), gold))
+        seen_audio.add(path)
+        prompts.append(GrpoPrompt(rid, path, gold))
     return prompts, quarantined, skipped
 
 

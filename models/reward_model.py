@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config, SftConfig
 from models.rewards import CRITERIA, Scores, parse_reward_scores, reasoning_reward, validate_reasoning_weights
 
@@ -131,10 +132,9 @@ def parse_tuple(rec: Any, base_dir: Path) -> RmTuple:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= 5:
             raise ValueError(f"bad_scores: {c}={v!r} is not an integer in 1..5")
         scores[c] = int(v)
-    path = Path(q["audio_path"]).expanduser()
     return RmTuple(
         id=str(rec["id"]), record_id=str(rec["record_id"]), split=str(rec.get("split") or "train"),
-        kind=str(rec.get("kind") or "degraded"), audio=path if path.is_absolute() else (base_dir / path).resolve(),
+        kind=str(rec.get("kind") or "degraded"), audio=Path(stored_path_from_file(q["audio_path"], base_dir)),
         question=str(q.get("prompt") or ""), reasoning=rec["r"], scores=scores,
     )  # fmt: skip
 

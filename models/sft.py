@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from emotionthinker.audio import AudioError, load_audio, probe
+from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
@@ -85,11 +86,10 @@ class SftSample:
         for name in ("prompt", "target"):
             if not isinstance(rec[name], str) or not rec[name].strip():
                 raise SftDataError(f"sample {rec['id']}: empty or non-text {name}")
-        path = Path(audio[0]).expanduser()
         return cls(
             id=str(rec["id"]),
             task=str(rec["task"]),
-            audio=path if path.is_absolute() else (base_dir / path).resolve(),
+            audio=Path(stored_path_from_file(audio[0], base_dir)),
             prompt=rec["prompt"],
             target=rec["target"],
             system=rec.get("system") or None,  # "" or null: no system turn

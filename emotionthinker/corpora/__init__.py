@@ -11,6 +11,7 @@ corpus's release layout and the split convention it applies.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,8 @@ def get_adapter(corpus: str) -> Adapter:
 def build_manifest(corpus: str, root: Path, cfg: Config) -> ManifestResult:
     """Scan root with the corpus's adapter; raise CorpusLayoutError when nothing of the corpus is there."""
     adapter = get_adapter(corpus)
-    root = Path(root).expanduser().resolve()
+    # abspath, not resolve(): a symlinked ../shared stays '../shared/...' in the records (stored_paths.py)
+    root = Path(os.path.abspath(Path(root).expanduser()))
     if not root.exists():
         raise CorpusLayoutError(f"{corpus} root {root} does not exist")
     kept: list[tuple[str, ManifestRecord]] = []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.audio import AudioError, probe
+from emotionthinker.stored_paths import stored_path
 from emotionthinker.config import Config
 from emotionthinker.records import ManifestRecord, QuarantineRecord, stable_id
 
@@ -41,7 +42,7 @@ class Candidate:
     """A labelled clip that still has to pass the header probe."""
 
     rel_path: str  # relative to the corpus root, posix; the stable id is derived from it
-    audio_path: Path  # absolute; for MELD the extracted wav in the cache
+    audio_path: Path  # absolute (or relative to the cwd); for MELD the extracted wav in the cache
     source_label: str
     emotion: str | None  # one of LABELS, or None when the source label has no counterpart
     split: str
@@ -128,7 +129,7 @@ def to_record(corpus: str, entry: Candidate, cfg: Config) -> ManifestRecord | Qu
     except AudioError as err:
         return QuarantineRecord(
             id=rid,
-            audio_path=str(entry.audio_path),
+            audio_path=stored_path(entry.audio_path),
             stage=STAGE,
             reason=err.reason,
             error_type=type(err).__name__,
@@ -141,7 +142,7 @@ def to_record(corpus: str, entry: Candidate, cfg: Config) -> ManifestRecord | Qu
     extra = {k: v for k, v in entry.extra.items() if k not in ManifestRecord.model_fields}
     return ManifestRecord(
         id=rid,
-        audio_path=str(entry.audio_path),
+        audio_path=stored_path(entry.audio_path),
         corpus=corpus,
         split=entry.split,
         speaker=entry.speaker,
@@ -157,7 +158,7 @@ def to_record(corpus: str, entry: Candidate, cfg: Config) -> ManifestRecord | Qu
 def rejected_record(corpus: str, entry: Rejected) -> QuarantineRecord:
     return QuarantineRecord(
         id=stable_id(corpus, entry.rel_path),
-        audio_path=str(entry.audio_path),
+        audio_path=stored_path(entry.audio_path),
         stage=STAGE,
         reason=entry.reason,
         error_type=entry.error_type,

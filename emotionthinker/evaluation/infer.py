@@ -125,6 +125,7 @@ def annotate_clip(path: str | Path, cfg: Config, use_asr: bool = True, gender: s
 
     notes: list[str] = []
     sr = cfg.audio.sample_rate
+    path = Path(path).absolute()  # a clip named on the command line is relative to the cwd, not the project
     y = load_audio(path, cfg.audio)
     m = measure_prosody(y, sr, cfg.prosody)
     prosody = m.to_record()
@@ -202,6 +203,7 @@ def infer_clip(path: str | Path, cfg: Config, model_source: str | None = None, u
     from models.rewards import extract_answer, format_reward
 
     source = model_source or default_model_source(cfg)
+    path = Path(path).absolute()
     annotation = annotate_clip(path, cfg, use_asr, gender, calibration)
     lm = lm or AudioLM.from_source(source, cfg)
     text = lm.generate([load_audio(path, cfg.audio)], max_new_tokens=cfg.eval.max_new_tokens or cfg.models.max_new_tokens).texts[0]

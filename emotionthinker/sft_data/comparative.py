@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import Config, ProsodyConfig, SftDataConfig
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.measures import measure_prosody
@@ -212,5 +213,5 @@ def render_job(job: dict[str, Any]) -> dict[str, Any]:
     )
     if not clip.kept:
         return {**decision, "status": "dropped", "reason": clip.reason}
-    write_wav(Path(job["audio_path"]), clip.audio, sr)
+    write_wav(resolve_stored_path(job["audio_path"]), clip.audio, sr)
     return {**decision, "status": "kept", "reason": None}

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotionthinker.stored_paths import resolve_stored_path, stored_path
 from emotionthinker.config import Config
 from emotionthinker.records import append_jsonl, iter_jsonl, prepare_resume, write_jsonl
 from emotionthinker.sft_data import prompts as P
@@ -107,7 +108,7 @@ def _duration(rec: dict[str, Any]) -> float | None:
     try:
         import soundfile as sf
 
-        return float(sf.info(str(rec["audio_path"])).duration)
+        return float(sf.info(str(resolve_stored_path(rec["audio_path"]))).duration)
     except Exception:  # a missing/unreadable file: the GX suite quarantines its samples with the reason
         return None
 
@@ -160,7 +161,7 @@ def _comparative_jobs(rec: dict[str, Any], split: str, out_dir: Path, cfg: Confi
             "source_audio": str(rec["audio_path"]),
             "attribute": attribute,
             "order": list(order),
-            "audio_path": str(out_dir / AUDIO_DIR / attribute / f"{_SAFE_NAME.sub('_', rec['id'])}-{key[:12]}.wav"),
+            "audio_path": stored_path(out_dir / AUDIO_DIR / attribute / f"{_SAFE_NAME.sub('_', rec['id'])}-{key[:12]}.wav"),
             "max_clip_s": max_s,
             "split": split,
             "record": rec,
@@ -210,7 +211,7 @@ def _render_until(jobs: list[dict[str, Any]], quota: int, cache: dict[str, dict[
 def _reusable(decision: dict[str, Any] | None) -> bool:
     if decision is None:
         return False
-    return decision["status"] != "kept" or Path(decision["audio_path"]).is_file()
+    return decision["status"] != "kept" or resolve_stored_path(decision["audio_path"]).is_file()
 
 
 def _comparative_sample(d: dict[str, Any], job: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -254,7 +255,7 @@ def _prune_audio(out_dir: Path, keep: set[str]) -> int:
     """Remove wavs of earlier settings or removed sources, so the folder DVC tracks holds only this corpus."""
     removed = 0
     for path in (out_dir / AUDIO_DIR).rglob("*.wav*"):
-        if str(path) not in keep:
+        if stored_path(path) not in keep:
             path.unlink()
             removed += 1
     return removed
@@ -376,8 +377,10 @@ def build_sft_corpus(
         wall_seconds=round(time.perf_counter() - t0, 3),
         quarantine_reasons=dict(reasons),
     )
-    # wall time varies run to run; keep it out of the file so an unchanged rebuild writes the same bytes
+    # wall time varies run to run, and absolute paths between checkouts: keep them out of the file, so
+    # the same corpus writes the same bytes
     payload = {k: v for k, v in result.to_dict().items() if k not in ("wall_seconds", "rendered_now")}
+    payload.update(out_dir=stored_path(out_dir), files={k: stored_path(v) for k, v in files.items()})
     (out_dir / REPORT_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True))
     (out_dir / VALIDATION_FILE).write_text(json.dumps(suite_results, indent=1, sort_keys=True))
     log.info("SFT corpus in %s\n%s", out_dir, result.summary())

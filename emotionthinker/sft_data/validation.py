@@ -13,11 +13,11 @@ the GX result holds every verdict and names the failing rows.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import Config
 from emotionthinker.labels import LABELS
 from emotionthinker.records import QuarantineRecord
@@ -91,7 +91,7 @@ def _derived(sample: dict[str, Any]) -> dict[str, Any]:
     return {
         "n_audio": len(paths),
         "extra_audio_tags": prompt.count(AUDIO_TAG) - len(paths),  # negative: a clip with no placeholder
-        "missing_audio_files": sum(not os.path.isfile(p) for p in paths) if paths else 1,
+        "missing_audio_files": sum(not resolve_stored_path(p).is_file() for p in paths) if paths else 1,
         "attribute": meta.get("attribute") if isinstance(meta := sample.get("meta"), dict) else None,
     }
 

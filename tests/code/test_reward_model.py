@@ -75,6 +75,8 @@ def test_read_quarantines_bad_tuples_with_reasons_and_skips_failed_rewrites(tmp_
         tuple_rec(7, audio="clips/x.wav"),
         {**tuple_rec(8), "g": {**G, "factual_alignment": True}},
     ]
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "x.wav").write_bytes(b"")  # parsing looks for the clip, never reads it
     tuples, quarantined = R.read_rm_tuples(write_lines(tmp_path / "t.jsonl", rows))
     assert [t.id for t in tuples] == ["r0#0", "r0#7"]
     assert tuples[1].audio == (tmp_path / "clips" / "x.wav").resolve()  # relative to the tuple file

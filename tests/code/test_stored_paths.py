@@ -1,0 +1,130 @@
+"""Records keep audio paths relative to the project root, so the same data has the same bytes (and DVC
+hash) in every checkout, and records restored into another checkout find their clips there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotionthinker import config as config_module
+from emotionthinker.audio import AudioNotFoundError, load_audio, probe
+from emotionthinker.stored_paths import stored_path_from_file, resolve_stored_path, stored_path
+from emotionthinker.config import load_config
+from emotionthinker.records import read_jsonl
+from emotionthinker.versioning import content_md5
+
+SR = 16000
+
+
+def voiced(path: Path, f0: float, seconds: float = 1.2) -> Path:
+    t = np.arange(int(seconds * SR)) / SR
+    x = 0.3 * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), SR)
+    return path
+
+
+def test_stored_form_is_root_relative_in_and_beside_the_project_else_absolute(tmp_path, monkeypatch):
+    root = tmp_path / "a" / "project"
+    root.mkdir(parents=True)
+    assert stored_path(root / "data" / "demo" / "x.wav", root) == "data/demo/x.wav"
+    assert stored_path(tmp_path / "a" / "shared" / "data" / "x.wav", root) == "../shared/data/x.wav"
+    elsewhere = tmp_path / "b" / "x.wav"  # two levels up: nothing a second checkout would share
+    assert stored_path(elsewhere, root) == elsewhere.as_posix()
+    # A symlinked ../shared keeps the name the user laid out, not where the link points.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a" / "linked").symlink_to(tmp_path / "elsewhere")
+    assert stored_path(tmp_path / "a" / "linked" / "x.wav", root) == "../linked/x.wav"
+    # A relative path is a path on the command line: relative to the cwd, not to the project.
+    (tmp_path / "a" / "shared").mkdir()
+    monkeypatch.chdir(tmp_path / "a" / "shared")
+    assert stored_path("x.wav", root) == "../shared/x.wav"
+
+
+def test_resolution_prefers_the_record_files_folder_then_the_project_root(tmp_path, monkeypatch):
+    root, external = tmp_path / "project", tmp_path / "release"
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    voiced(root / "data" / "a.wav", 150)
+    voiced(external / "clips" / "b.wav", 150)
+    assert resolve_stored_path("data/a.wav") == root / "data" / "a.wav"
+    assert resolve_stored_path("clips/b.wav", external) == external / "clips" / "b.wav"
+    assert resolve_stored_path("data/a.wav", external) == root / "data" / "a.wav"  # not in the file's folder
+    assert resolve_stored_path(external / "clips" / "b.wav", root) == external / "clips" / "b.wav"
+    # A model-stage reader keeps the stored form, so its data hashes do not name the checkout either.
+    assert stored_path_from_file("data/a.wav", external) == "data/a.wav"
+    assert stored_path_from_file("clips/b.wav", external) == "../release/clips/b.wav"  # beside the project
+    assert load_audio("data/a.wav").size == int(1.2 * SR)
+    with pytest.raises(AudioNotFoundError, match="taken against the project root") as err:
+        probe("data/missing.wav")
+    assert err.value.path == str(root / "data" / "missing.wav")
+
+
+def _checkout(base: Path, monkeypatch) -> tuple[Path, object]:
+    """A project folder with the same external-format corpus (paths relative to its .jsonl) inside it."""
+    root = base / "project"
+    corpus = root / "data" / "raw" / "release"
+    rows = []
+    for i, (f0, gender) in enumerate([(110, "male"), (125, "male"), (210, "female"), (240, "female")]):
+        voiced(corpus / "clips" / f"c{i}.wav", f0)
+        rows.append({"audio_path": f"clips/c{i}.wav", "emotion": "neutral", "transcription": "kids are talking",
+                     "speaker": f"s{i}", "gender": gender, "split": "train"})  # fmt: skip
+    (corpus / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")}
+    cfg = load_config("test", environ=env, overrides={"paths": {"workspace": "var", "data": "data"}})
+    return corpus / "meta.jsonl", cfg
+
+
+def _ingest_and_annotate(meta: Path, cfg) -> tuple[Path, Path]:
+    from emotionthinker import ingest
+    from emotionthinker.annotate import annotate_manifest
+
+    result = ingest.build("jsonl", meta, cfg)
+    report = ingest.validate(result, cfg)
+    ds = ingest.write_dataset("jsonl", report, ingest.count(result, report), cfg)
+    out = cfg.data_dir / "annotated" / "jsonl" / "annotated.jsonl"
+    annotate_manifest(ds.manifest, out, cfg, use_asr=False, workers=1, progress=False)
+    return ds.directory, out
+
+
+def test_two_checkouts_of_the_same_data_write_the_same_bytes(tmp_path, monkeypatch):
+    from emotionthinker.sft_data.corpus import build_sft_corpus
+
+    versions, annotated = [], []
+    for base in (tmp_path / "one", tmp_path / "two" / "deeper"):  # different folders and depths
+        meta, cfg = _checkout(base, monkeypatch)
+        manifests, out = _ingest_and_annotate(meta, cfg)
+        records = read_jsonl(manifests / "manifest.jsonl")
+        assert [r["audio_path"] for r in records] == [f"data/raw/release/clips/c{i}.wav" for i in range(4)]
+        assert all(load_audio(r["audio_path"], cfg.audio).size for r in records)  # found in this checkout
+        sft = cfg.data_dir / "sft"
+        report = build_sft_corpus(read_jsonl(out), None, sft, cfg, enforce=False)
+        samples = [s for f in sorted(report.files.values()) for s in read_jsonl(f)]
+        rendered = [s["audio"][0] for s in samples if s["task"] == "comparative"]
+        assert rendered and all(p.startswith("data/sft/audio/") for p in rendered)
+        assert all(load_audio(p, cfg.audio).size for p in rendered)  # the rendered clips were kept
+        versions.append([content_md5(d) for d in (manifests, out.parent, sft)])
+        annotated.append(out.read_bytes())
+    assert versions[0] == versions[1]
+    assert annotated[0] == annotated[1] and len(annotated[0].splitlines()) == 4
+
+
+def test_records_restored_into_another_checkout_read_its_clips(tmp_path, monkeypatch):
+    """What `dvc pull` does: the record files arrive in a checkout that never saw the original folder."""
+    from models.grpo_data import load_grpo_data
+
+    meta, cfg = _checkout(tmp_path / "one", monkeypatch)
+    _, annotated = _ingest_and_annotate(meta, cfg)
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(tmp_path / "one" / "project", moved)
+    shutil.rmtree(tmp_path / "one")  # the original checkout is gone
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", moved)
+    data = load_grpo_data(moved / annotated.relative_to(tmp_path / "one" / "project"), cfg)
+    assert [p.audio_path for p in data.prompts] and not data.quarantined
+    assert all(p.audio_path.startswith("data/raw/release/") for p in data.prompts)
