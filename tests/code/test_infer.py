@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from emotionthinker import config as config_module
 from emotionthinker.evaluation.infer import (
     DEFAULT_CALIBRATION, NoModelError, annotate_clip, default_model_source, format_inference, infer_clip,
     load_calibration,
@@ -78,3 +79,11 @@ def test_annotate_clip_without_gender_model_says_so(cfg, clip):
     assert ann.record["annotations"]["gender"] == "unknown"
     assert any("gender not determined" in n for n in ann.notes)
     assert ann.record["prosody"]["calibration"]["pitch"] == "global"
+
+
+def test_a_clip_named_relative_to_the_cwd_is_found_there(cfg, clip, tmp_path, monkeypatch):
+    # Records resolve relative audio paths against the project root; a command-line clip must not.
+    monkeypatch.chdir(clip.parent)
+    assert not (config_module.PROJECT_ROOT / clip.name).exists()
+    ann = annotate_clip(clip.name, cfg, use_asr=False)
+    assert ann.record["audio_path"] == str(clip) and ann.record["prosody"]["duration_s"] > 0
