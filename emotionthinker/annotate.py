@@ -7,7 +7,9 @@ Two passes, because levels are calibrated over the whole annotated set:
    already there, so no clip is measured twice and none is lost;
 2. fit (or load) the per-corpus calibration, assign pitch/energy/speed levels
    and write ``<out>`` atomically. Pass 2 is cheap and deterministic.
-Unusable clips go to ``<out>.quarantine.jsonl`` with their reason.
+Unusable clips go to ``<out>.quarantine.jsonl`` with their reason. At the end both
+streams are rewritten in manifest order: they are part of the versioned output,
+whose bytes must not depend on the order in which pool workers finished.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
 from emotionthinker.prosody.levels import Calibration, assign_levels, calibration_gender, fit_calibration_from_records
 from emotionthinker.prosody.measures import measure_prosody
-from emotionthinker.records import QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, write_jsonl
+from emotionthinker.records import QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
@@ -344,6 +346,8 @@ def annotate_manifest(
     order = {k: i for i, k in enumerate(ids)}
     annotated.sort(key=lambda r: order[r["id"]])
     write_jsonl(out, annotated)
+    for stream in (measures_path, quarantine_path):  # they sit in the versioned folder beside `out`
+        sort_jsonl(stream, ids)
     done = {r["id"] for r in annotated}
     # A clip quarantined by an earlier calibration and annotated now counts once, as annotated.
     # One entry per id (the latest): a rerun may have quarantined the same clip again.

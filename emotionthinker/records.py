@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +97,19 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any] | BaseModel])
             n += 1
     os.replace(tmp, path)
     return n
+
+
+def sort_jsonl(path: str | Path, order: Sequence[str], key: str = "id") -> None:
+    """Rewrite a streamed file in ``order`` of its keys (others after, by key), so the same inputs give
+    the same bytes whatever order parallel workers finished in. The sort is stable: lines of one key
+    keep the order they were written in."""
+    path = Path(path)
+    if not path.exists():
+        return
+    rank = {k: i for i, k in enumerate(order)}
+    records = read_jsonl(path)
+    records.sort(key=lambda r: (rank.get(r.get(key), len(rank)), "" if r.get(key) in rank else str(r.get(key))))
+    write_jsonl(path, records)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any] | BaseModel) -> None:

@@ -256,7 +256,9 @@ def degrade_factual(text: str, record: dict[str, Any], level: int, rng: random.R
         elif attr == "transcript":
             c = cs[0]
             qw = re.findall(r"[A-Za-z']+", c.surface)
-            cands = sorted({w for w in qw if w.lower() not in _STOP and w.lower() not in stressed}, key=len, reverse=True)
+            # Longest first, ties by spelling: a set's order changes with the process's hash seed.
+            cands = sorted({w for w in qw if w.lower() not in _STOP and w.lower() not in stressed},
+                           key=lambda w: (-len(w), w))
             if not cands:
                 continue
             target = cands[0]

@@ -141,3 +141,35 @@ def test_rm_tuples_cover_every_level_and_are_deterministic(cfg):
         assert all(hist[c][lv] >= 0.1 * len(GOLD) for lv in range(1, 6)), (c, hist[c])
     assert build_rm_tuples(GOLD[:3], cfg) == [t for t in tuples if t["record_id"] in {r["id"] for r in GOLD[:3]}]
     assert tuples[1]["q"]["prompt"].startswith("<audio>What is the emotion")
+
+
+_HASH_SEED_SCRIPT = """
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[1])
+from test_cot_degrade import gold_records
+from emotionthinker.config import load_config
+from emotionthinker.cot import build_rm_tuples
+from emotionthinker.cot.offline import compose
+recs = gold_records(18, seed=7)
+for r in recs:  # a quote whose longest content words tie ("smells", "rotten", "eating")
+    r["transcription"] = "Ugh, this soup smells rotten, I am not eating that."
+    r["reasoning"] = compose(r).text
+tuples = build_rm_tuples(recs, load_config("test"))
+print(hashlib.sha1(json.dumps(tuples, sort_keys=True).encode()).hexdigest())
+"""
+
+
+def test_rm_tuples_do_not_depend_on_the_hash_seed():
+    # Each CLI run is a new process with its own string-hash seed; the tuples (and their DVC hash) must not move.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).parent)
+    digests = {
+        subprocess.run([sys.executable, "-c", _HASH_SEED_SCRIPT, here], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2", "3", "4")
+    }  # fmt: skip
+    assert len(digests) == 1, digests

@@ -245,3 +245,12 @@ def test_gender_of_unseen_speakers_from_the_registered_classifier(tmp_path):
         acc = labels.count(truth) / len(labels)
         print(f"annotate, unseen speaker {spk} ({truth}): {acc:.0%} of {len(labels)} clips")
         assert acc >= 0.75, (spk, Counter(labels))
+
+
+@needs_espeak
+def test_annotated_folder_does_not_depend_on_the_worker_count(demo, tmp_path):
+    # The folder is a DVC output: pool workers finish in any order, the files must not show it.
+    cfg, records, _, report, _ = demo
+    serial = annotate_manifest(records, tmp_path / "annotated.jsonl", cfg, use_asr=False, workers=1, progress=False)
+    for a, b in [(report.out, serial.out), (report.measures, serial.measures), (report.quarantine, serial.quarantine)]:
+        assert Path(a).read_bytes() == Path(b).read_bytes(), Path(a).name
