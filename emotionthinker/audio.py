@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import AudioConfig
+from emotionthinker.stored_paths import resolve_stored_path
 
 
 class AudioError(Exception):
@@ -93,10 +93,10 @@ def probe(path: str | Path, cfg: AudioConfig | None = None) -> AudioInfo:
 def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> np.ndarray:
     """Decode, downmix, resample to cfg.sample_rate and check the content; raise an AudioError subclass."""
     cfg = cfg or AudioConfig()
-    path = resolve_stored_path(path)
     info = probe(path, cfg)
+    path = info.path  # resolved by probe, whose not-found error explains a relative path
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioDecodeError(path, f"decoding failed ({exc})") from None
     if data.size == 0:

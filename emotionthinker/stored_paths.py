@@ -32,7 +32,7 @@ def stored_path(path: str | Path, root: Path | None = None) -> str:
             rel = Path(os.path.relpath(candidate, base))
         except ValueError:  # another drive (Windows)
             continue
-        ups = len(rel.parts) - len([part for part in rel.parts if part != ".."])
+        ups = rel.parts.count("..")  # relpath puts every ".." first
         if ups == 0 or (ups == 1 and len(rel.parts) > 1):
             return rel.as_posix()
     return p.as_posix()

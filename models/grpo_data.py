@@ -3,8 +3,8 @@
 Any record file of the platform serves: a manifest, annotated records, EmotionCoT records (fields
 `audio_path`, `emotion`, `id`, `split`), or SFT samples (`audio` [path], `meta.emotion`). Relative
 audio paths resolve against the file's folder when the clip is there, else against the project root
-(how the platform stores them: emotionthinker/stored_paths.py). Records whose label is outside the label space or
-whose audio fails the header probe are quarantined with a reason, never dropped silently.
+(how the platform stores them: emotionthinker/stored_paths.py). Records whose label is outside the
+label space or whose audio fails the header probe are quarantined with a reason, never dropped silently.
 
 Which prompts a step sees is a pure function of the step number (`step_prompt_indices`): a seeded
 permutation per epoch, consumed in order. A resumed run therefore sees exactly the prompts the
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from emotionthinker.audio import AudioError, load_audio, probe
-from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config
 from emotionthinker.labels import SYSTEM_PROMPT, USER_PROMPT, normalize_label
+from emotionthinker.stored_paths import stored_path_from_file
 
 
 class GrpoDataError(ValueError):

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config, SftConfig
+from emotionthinker.stored_paths import stored_path_from_file
 from models.rewards import CRITERIA, Scores, parse_reward_scores, reasoning_reward, validate_reasoning_weights
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from emotionthinker.audio import AudioError, load_audio, probe
-from emotionthinker.stored_paths import stored_path_from_file
 from emotionthinker.config import Config
+from emotionthinker.stored_paths import stored_path_from_file
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
 from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, read_done, write_done

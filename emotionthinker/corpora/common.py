@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.audio import AudioError, probe
-from emotionthinker.stored_paths import stored_path
 from emotionthinker.config import Config
 from emotionthinker.records import ManifestRecord, QuarantineRecord, stable_id
+from emotionthinker.stored_paths import stored_path
 
 STAGE = "manifest"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import Config, ProsodyConfig, SftDataConfig
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.sft_data.prompts import COMPARATIVE_RANKS, unit_hash
+from emotionthinker.stored_paths import resolve_stored_path
 
 # attribute -> the measure its ranks must follow
 MEASURES: dict[str, str] = {"pitch": "f0_median_st", "energy": "rms_dbfs", "speed": "articulation_rate_sps"}

@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotionthinker.stored_paths import resolve_stored_path, stored_path
 from emotionthinker.config import Config
 from emotionthinker.records import append_jsonl, iter_jsonl, prepare_resume, write_jsonl
 from emotionthinker.sft_data import prompts as P
@@ -49,6 +48,7 @@ from emotionthinker.sft_data.samples import (
     stress_sample,
 )
 from emotionthinker.sft_data.validation import validate_sft_files
+from emotionthinker.stored_paths import resolve_stored_path, stored_path
 from emotionthinker.validation import ValidationFailed
 
 log = logging.getLogger(__name__)

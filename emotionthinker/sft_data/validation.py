@@ -17,12 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.config import Config
 from emotionthinker.labels import LABELS
 from emotionthinker.records import QuarantineRecord
 from emotionthinker.sft_data.prompts import ATTRIBUTE_VALUES, AUDIO_TAG, COMPARATIVE_RANKS, ORDER_SEPARATOR
 from emotionthinker.sft_data.samples import TASKS
+from emotionthinker.stored_paths import resolve_stored_path
 from emotionthinker.validation import ROW, ValidationReport, row_failures, run_suite
 
 SUITE = "sft_samples"

@@ -14,9 +14,9 @@ import soundfile as sf
 
 from emotionthinker import config as config_module
 from emotionthinker.audio import AudioNotFoundError, load_audio, probe
-from emotionthinker.stored_paths import stored_path_from_file, resolve_stored_path, stored_path
 from emotionthinker.config import load_config
 from emotionthinker.records import read_jsonl
+from emotionthinker.stored_paths import resolve_stored_path, stored_path, stored_path_from_file
 from emotionthinker.versioning import content_md5
 
 SR = 16000
@@ -63,6 +63,8 @@ def test_resolution_prefers_the_record_files_folder_then_the_project_root(tmp_pa
     with pytest.raises(AudioNotFoundError, match="taken against the project root") as err:
         probe("data/missing.wav")
     assert err.value.path == str(root / "data" / "missing.wav")
+    with pytest.raises(AudioNotFoundError, match="taken against the project root"):
+        load_audio("data/missing.wav")  # the loader's error explains it too
 
 
 def _checkout(base: Path, monkeypatch) -> tuple[Path, object]:
