@@ -8,6 +8,7 @@ from typing import NoReturn, Optional
 import typer
 
 from emotionthinker.config import ConfigError, load_config
+from emotionthinker.stored_paths import absolute_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -82,7 +83,7 @@ def ingest(
     from flows.ingest import ingest_flow
 
     try:
-        out = ingest_flow(corpus=corpus, root=str(root.resolve()), profile=cfg.profile, config_file=str(config) if config else None)
+        out = ingest_flow(corpus=corpus, root=str(absolute_path(root)), profile=cfg.profile, config_file=str(config) if config else None)
     except (UnknownCorpusError, CorpusLayoutError) as exc:
         _fail(str(exc), 2)
     except ValidationFailed as exc:
@@ -285,7 +286,7 @@ def sft_data(
     except ValidationFailed as exc:
         _fail(f"sft-data stopped: {exc}; quarantine files in {out}")
     typer.echo(report.summary())
-    typer.echo(f"  files: {out.resolve()}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
+    typer.echo(f"  files: {absolute_path(out)}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
 
 
 
@@ -332,7 +333,7 @@ def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optio
         _fail(f"corpus folder not found: {root}", 2)
     try:
         res = retrain_flow(profile=cfg.profile, config_file=str(config) if config else None, corpus=corpus,
-                           root=str(root.resolve()) if root else None)  # fmt: skip
+                           root=str(absolute_path(root)) if root else None)  # fmt: skip
     except (ValidationFailed, RetrainError, SftDataError) as exc:
         _fail(f"retrain stopped: {exc}")
     typer.echo("\n" + res["summary"])
@@ -379,7 +380,7 @@ def train_sft(
 
     try:
         res = sft_flow(profile=cfg.profile, config_file=str(config) if config else None,
-                       data_dir=str(data.resolve()) if data else None)  # fmt: skip
+                       data_dir=str(absolute_path(data)) if data else None)  # fmt: skip
     except (SftDataError, ValidationFailed, SftTrainingError) as exc:
         _fail(f"sft stopped: {exc}")
     _write_result(result_out, res)
@@ -505,7 +506,7 @@ def train_rm(
 
     _require(tuples.is_file(), f"tuples not found: {tuples}")
     try:
-        res = reward_model_flow(rm_tuples=str(tuples.resolve()), profile=cfg.profile,
+        res = reward_model_flow(rm_tuples=str(absolute_path(tuples)), profile=cfg.profile,
                                 config_file=str(config) if config else None)  # fmt: skip
     except (RmDataError, ValidationFailed, SftTrainingError) as exc:
         _fail(f"reward model stopped: {exc}")
@@ -554,7 +555,7 @@ def evaluate(
     try:
         check_judges([] if no_judge else (judge or cfg.eval.judges), cfg)  # before the flow starts: a clear message
         res = evaluate_flow(
-            model_source=model, manifest=str(manifest.resolve()) if manifest else None, benchmark=benchmark,
+            model_source=model, manifest=str(absolute_path(manifest)) if manifest else None, benchmark=benchmark,
             profile=cfg.profile, config_file=str(config) if config else None,
             judges=[] if no_judge else (judge or None), split=split, limit=limit,
             annotated=str(annotated) if annotated else None, root=str(root) if root else None, variant=variant,
@@ -635,8 +636,8 @@ def baseline(
 
     cfg = _cfg(profile, config)
     try:
-        res = run_linear_probe(cfg, encoder, str(manifest.resolve()) if manifest else None, benchmark, split, limit,
-                               str(train_manifest.resolve()) if train_manifest else None, str(root) if root else None)  # fmt: skip
+        res = run_linear_probe(cfg, encoder, str(absolute_path(manifest)) if manifest else None, benchmark, split, limit,
+                               str(absolute_path(train_manifest)) if train_manifest else None, str(root) if root else None)  # fmt: skip
     except (BaselineError, EvalDataError) as exc:
         _fail(f"baseline stopped: {exc}", 2)
     m = res["metrics"]
@@ -672,7 +673,7 @@ def train_grpo(
 
     _require(data.is_file(), f"prompt file not found: {data}")
     try:
-        res = grpo_ptr_flow(train_manifest_or_cot=str(data.resolve()), policy_source=policy, reward_source=reward,
+        res = grpo_ptr_flow(train_manifest_or_cot=str(absolute_path(data)), policy_source=policy, reward_source=reward,
                             profile=cfg.profile, config_file=str(config) if config else None, plain_grpo=plain_grpo,
                             untrained_rm=untrained_rm, no_trust_weight=no_trust_weight, no_progressive=no_progressive,
                             max_steps=max_steps)  # fmt: skip

@@ -43,7 +43,8 @@ class PathsConfig(_Section):
     shared_data: Path = Path("../shared/data")
 
     def resolve(self, p: Path) -> Path:
-        return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+        # normpath, not resolve(): a symlinked ../shared keeps its name, so records store '../shared/...'
+        return p if p.is_absolute() else Path(os.path.normpath(PROJECT_ROOT / p))
 
 
 class ServicesConfig(_Section):

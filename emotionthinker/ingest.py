@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from emotionthinker.config import Config
 from emotionthinker.labels import LABELS
 from emotionthinker.records import ManifestRecord, write_jsonl
+from emotionthinker.stored_paths import absolute_path
 from emotionthinker.validation import ValidationReport, validate_manifest
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def version(ds: Dataset, root: str | Path, cfg: Config) -> dict[str, str]:
 def ingest_params(corpus: str, root: str | Path, cfg: Config) -> dict[str, Any]:
     return {
         "corpus": corpus,
-        "root": str(Path(root).resolve()),
+        "root": str(absolute_path(root)),
         "audio": cfg.audio.model_dump(),
         "validation": cfg.validation.model_dump(),
         "data_dir": str(cfg.data_dir),
@@ -239,7 +240,7 @@ def summary(
 ) -> dict[str, Any]:
     return {
         "corpus": corpus,
-        "root": str(Path(root).resolve()),
+        "root": str(absolute_path(root)),
         "dataset_dir": str(ds.directory),
         "manifest": str(ds.manifest),
         "quarantine": str(ds.quarantine),

@@ -20,10 +20,17 @@ def _root(root: Path | None) -> Path:
     return root if root is not None else config.PROJECT_ROOT
 
 
+def absolute_path(path: str | Path) -> Path:
+    """A path the user named, made absolute against the cwd with its symlinks kept. resolve() would swap a
+    linked ``../shared`` for its target, and the records built from it would store that checkout-specific
+    target instead of ``../shared/...``."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def stored_path(path: str | Path, root: Path | None = None) -> str:
     """The form a data file keeps of a path (a relative one is taken against the cwd, like any path on
     the command line): posix and root-relative in or beside the project, else absolute."""
-    p = Path(os.path.abspath(Path(path).expanduser()))
+    p = absolute_path(path)
     base = _root(root)
     # abspath keeps a symlinked ../shared as the user laid it out; resolve() is the fallback for a
     # root reached through a symlink (PROJECT_ROOT itself is resolved).

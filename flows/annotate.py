@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 
 from emotionthinker.annotate import annotation_dir, finalize_validated
 from emotionthinker.config import load_config
+from emotionthinker.stored_paths import absolute_path
 from tasks.annotate import annotate_clips, log_annotate_run, validate_annotated, version_annotations
 
 
@@ -27,8 +28,8 @@ def annotate_flow(
 ) -> dict[str, Any]:
     logger = get_run_logger()
     cfg = load_config(profile, config_file)
-    manifest_path = Path(manifest).resolve()
-    out_path = Path(out).resolve() if out else annotation_dir(cfg, manifest_path) / "annotated.jsonl"
+    manifest_path = absolute_path(manifest)
+    out_path = absolute_path(out) if out else annotation_dir(cfg, manifest_path) / "annotated.jsonl"
 
     report = annotate_clips(manifest_path, out_path, cfg, use_asr, Path(calibration) if calibration else None, workers)
     logger.info(
@@ -39,7 +40,8 @@ def annotate_flow(
     validation = validate_annotated(out_path, cfg)
     failed = finalize_validated(report, validation, cfg)
     data_version = None
-    in_data = out_path.parent.is_relative_to(cfg.data_dir) and out_path.parent != cfg.data_dir
+    folder, data_dir = out_path.parent.resolve(), cfg.data_dir.resolve()  # symlinks either way: same folder
+    in_data = folder.is_relative_to(data_dir) and folder != data_dir
     if not failed and (in_data or not cfg.services.dvc_track):
         data_version = version_annotations(out_path.parent, cfg)
     elif not failed:  # `dvc add` refuses paths outside its repository; the work is kept, unversioned

@@ -4,12 +4,12 @@ offline composer) -> GX -> reward-model tuples -> GX -> DVC add + push -> MLflow
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
+from emotionthinker.stored_paths import absolute_path
 from emotionthinker.validation import ValidationFailed
 from tasks.cot import log_cot_run, version_cot_data, write_cot_data
 
@@ -18,8 +18,8 @@ from tasks.cot import log_cot_run, version_cot_data, write_cot_data
 def cot_flow(annotated: str, out_dir: str | None = None, profile: str = "tiny", config_file: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     cfg = load_config(profile, config_file)
-    annotated_path = Path(annotated).resolve()
-    res = write_cot_data(annotated_path, cfg, Path(out_dir).resolve() if out_dir else None)
+    annotated_path = absolute_path(annotated)
+    res = write_cot_data(annotated_path, cfg, absolute_path(out_dir) if out_dir else None)
     r = res.report
     failed = r.n_errors + len(res.cot_validation.quarantined)
     rate = failed / r.n_input if r.n_input else 0.0

@@ -4,12 +4,12 @@ MLflow run with the counts, the augmentation keep rates and the report."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
+from emotionthinker.stored_paths import absolute_path
 from tasks.sft_data import build_corpus, log_sft_data_run, version_sft_data
 
 
@@ -18,8 +18,8 @@ def sft_data_flow(annotated: str, cot: str | None = None, out_dir: str | None = 
                   config_file: str | None = None) -> dict[str, Any]:  # fmt: skip
     logger = get_run_logger()
     cfg = load_config(profile, config_file)
-    out = Path(out_dir).resolve() if out_dir else cfg.data_dir / "sft"
-    report = build_corpus(Path(annotated).resolve(), Path(cot).resolve() if cot else None, out, cfg)
+    out = absolute_path(out_dir) if out_dir else cfg.data_dir / "sft"
+    report = build_corpus(absolute_path(annotated), absolute_path(cot) if cot else None, out, cfg)
     data_version = version_sft_data(out, cfg)
     logger.info("SFT corpus %s: data version %s", out, data_version)
     run_id = log_sft_data_run(cfg, annotated, cot, report, data_version)

@@ -27,7 +27,7 @@ import numpy as np
 from emotionthinker.audio import AudioError, load_audio, probe
 from emotionthinker.config import Config
 from emotionthinker.labels import SYSTEM_PROMPT, USER_PROMPT, normalize_label
-from emotionthinker.stored_paths import stored_path_from_file
+from emotionthinker.stored_paths import absolute_path, stored_path_from_file
 
 
 class GrpoDataError(ValueError):
@@ -176,7 +176,7 @@ def load_grpo_data(path: str | Path, cfg: Config) -> GrpoData:
     """
     from emotionthinker.records import read_jsonl
 
-    path = Path(path).expanduser().resolve()
+    path = absolute_path(path)
     if not path.is_file():
         raise GrpoDataError(f"GRPO prompt file not found: {path}")
     try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config, SftConfig
-from emotionthinker.stored_paths import stored_path_from_file
+from emotionthinker.stored_paths import absolute_path, stored_path_from_file
 from models.rewards import CRITERIA, Scores, parse_reward_scores, reasoning_reward, validate_reasoning_weights
 
 log = logging.getLogger(__name__)
@@ -606,7 +606,7 @@ def load_rm_data(path: str | Path, cfg: Config) -> RmData:
     """Read, quarantine (bad fields, unusable audio), gate on validation.max_failure_rate, split held-out."""
     from emotionthinker.validation import ValidationFailed
 
-    path = Path(path).expanduser().resolve()
+    path = absolute_path(path)
     tuples, bad_rows = read_rm_tuples(path)
     usable, bad_audio = check_tuple_audio(tuples, cfg)
     quarantined = bad_rows + bad_audio

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config
+from emotionthinker.stored_paths import absolute_path
 from emotionthinker.validation import ValidationFailed
 from models.checkpoints import files_sha1, fingerprint, read_done, stage_dir
 from models.sft import (
@@ -56,7 +57,7 @@ class SftData:
 
 
 def resolve_data_dir(cfg: Config, data_dir: str | Path | None = None) -> Path:
-    return Path(data_dir or cfg.sft.data_dir or cfg.data_dir / "sft").expanduser().resolve()
+    return absolute_path(data_dir or cfg.sft.data_dir or cfg.data_dir / "sft")
 
 
 def output_root(cfg: Config) -> Path:

@@ -11,7 +11,6 @@ corpus's release layout and the split convention it applies.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from emotionthinker.corpora.common import (
 )
 from emotionthinker.labels import LABELS
 from emotionthinker.records import ManifestRecord, QuarantineRecord, write_jsonl
+from emotionthinker.stored_paths import absolute_path
 
 __all__ = [
     "ADAPTERS", "Adapter", "CorpusLayoutError", "ManifestResult", "UnknownCorpusError",
@@ -72,8 +72,7 @@ def get_adapter(corpus: str) -> Adapter:
 def build_manifest(corpus: str, root: Path, cfg: Config) -> ManifestResult:
     """Scan root with the corpus's adapter; raise CorpusLayoutError when nothing of the corpus is there."""
     adapter = get_adapter(corpus)
-    # abspath, not resolve(): a symlinked ../shared stays '../shared/...' in the records (stored_paths.py)
-    root = Path(os.path.abspath(Path(root).expanduser()))
+    root = absolute_path(root)
     if not root.exists():
         raise CorpusLayoutError(f"{corpus} root {root} does not exist")
     kept: list[tuple[str, ManifestRecord]] = []

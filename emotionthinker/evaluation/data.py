@@ -19,6 +19,7 @@ from typing import Any
 
 from emotionthinker.config import Config
 from emotionthinker.records import iter_jsonl
+from emotionthinker.stored_paths import absolute_path
 
 
 class EvalDataError(ValueError):
@@ -119,7 +120,7 @@ def select_eval_data(
     """
     from emotionthinker.labels import LABELS
 
-    path = Path(manifest).expanduser().resolve()
+    path = absolute_path(manifest)
     if not path.is_file():
         raise EvalDataError(f"manifest not found: {path}")
     records = list(iter_jsonl(path))

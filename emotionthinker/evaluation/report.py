@@ -27,6 +27,7 @@ from emotionthinker.evaluation.judges import SHORT, JudgeResult
 from emotionthinker.evaluation.metrics import ClassificationMetrics, confusion_figure, metrics_from_rows
 from emotionthinker.evaluation.predict import PredictionResult, write_outputs_table
 from emotionthinker.records import iter_jsonl
+from emotionthinker.stored_paths import absolute_path
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -58,7 +59,7 @@ def prepare_data(
         bench = get_benchmark(benchmark)
         corpus_root = Path(root).expanduser() if root else cfg.shared_data_dir / bench.name
         out = eval_root(cfg) / "manifests" / f"{bench.name}.jsonl"
-        manifest = str(build_benchmark_manifest(bench.name, corpus_root.resolve(), out, cfg))
+        manifest = str(build_benchmark_manifest(bench.name, absolute_path(corpus_root), out, cfg))
     return select_eval_data(manifest, benchmark, split, limit)
 
 

@@ -48,7 +48,7 @@ from emotionthinker.sft_data.samples import (
     stress_sample,
 )
 from emotionthinker.sft_data.validation import validate_sft_files
-from emotionthinker.stored_paths import resolve_stored_path, stored_path
+from emotionthinker.stored_paths import absolute_path, resolve_stored_path, stored_path
 from emotionthinker.validation import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def build_sft_corpus(
     """
     t0 = time.perf_counter()
     sft = cfg.sft_data
-    out_dir = Path(out_dir).resolve()
+    out_dir = absolute_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_s = max_clip_seconds(cfg)
     skipped: Counter = Counter()

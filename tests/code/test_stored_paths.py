@@ -130,3 +130,51 @@ def test_records_restored_into_another_checkout_read_its_clips(tmp_path, monkeyp
     data = load_grpo_data(moved / annotated.relative_to(tmp_path / "one" / "project"), cfg)
     assert [p.audio_path for p in data.prompts] and not data.quarantined
     assert all(p.audio_path.startswith("data/raw/release/") for p in data.prompts)
+
+
+def test_a_symlinked_shared_folder_keeps_its_name_from_the_config_and_the_command_line(tmp_path, monkeypatch):
+    """CI's layout: ``../shared`` is a link. Records must say ``../shared/...`` in every checkout; the
+    link's target names one machine (resolve() used to follow it, and the paths came out absolute)."""
+    import flows.ingest
+    from typer.testing import CliRunner
+
+    from emotionthinker import services
+    from emotionthinker.cli import app
+    from emotionthinker.corpora import build_manifest
+    from emotionthinker.evaluation.report import prepare_data
+
+    target = tmp_path / "disk" / "mounted" / "shared"
+    for actor, f0 in ((1, 120), (2, 220)):
+        for emotion in (1, 5):
+            voiced(target / "data" / "ravdess" / f"Actor_{actor:02d}" / f"03-01-{emotion:02d}-01-01-01-{actor:02d}.wav", f0)
+    project = tmp_path / "ci" / "main"
+    project.mkdir(parents=True)
+    (tmp_path / "ci" / "shared").symlink_to(target)
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", project)
+    monkeypatch.chdir(project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")}
+    cfg = load_config("test", environ=env, overrides={"paths": {"workspace": "var", "data": "data"}})
+    assert cfg.shared_data_dir == tmp_path / "ci" / "shared" / "data"  # the link, not its target
+
+    # `evaluate --benchmark ravdess` without --root reads the configured shared folder.
+    data = prepare_data(cfg, None, "ravdess")
+    paths = sorted(r["audio_path"] for r in data.records)
+    assert len(paths) == 4 and all(p.startswith("../shared/data/ravdess/Actor_0") for p in paths)
+
+    # `ingest --root ../shared/...`: the flow gets the folder by the name the user gave.
+    given: dict[str, str] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_flow(**kwargs):
+        given.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(flows.ingest, "ingest_flow", fake_flow)
+    monkeypatch.setattr(services, "configure_environment", lambda cfg: {})  # keep this process's services
+    res = CliRunner().invoke(app, ["ingest", "--corpus", "ravdess", "--root", "../shared/data/ravdess", "-p", "test"])
+    assert isinstance(res.exception, Stop), res.output
+    assert given["root"] == str(tmp_path / "ci" / "shared" / "data" / "ravdess")
+    records = build_manifest("ravdess", Path(given["root"]), cfg).records
+    assert sorted(r.audio_path for r in records) == paths
