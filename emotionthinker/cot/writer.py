@@ -26,7 +26,7 @@ from emotionthinker.cot.client import CallFailed, ChatClient, add_usage, retry_c
 from emotionthinker.cot.offline import COMPOSER_NAME, COMPOSER_VERSION, compose
 from emotionthinker.cot.prompt import PROMPT_VERSION, build_cot_messages, prompt_hash
 from emotionthinker.cot.records import InvalidRecordError, build_cot_record, speaker_splits, validate_annotated
-from emotionthinker.records import append_jsonl, iter_jsonl, prepare_resume, write_jsonl
+from emotionthinker.records import append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def write_cot(
 
     # Validate and de-duplicate input (first occurrence of an id wins).
     seen: set[str] = set()
+    input_ids: list[str] = []
     valid: list[dict[str, Any]] = []
     invalid: list[tuple[dict[str, Any], str]] = []
     for raw in records:
@@ -131,6 +132,7 @@ def write_cot(
             continue
         if rid is not None:
             seen.add(rid)
+            input_ids.append(rid)
         try:
             valid.append(validate_annotated(raw))
         except InvalidRecordError as exc:
@@ -161,6 +163,10 @@ def write_cot(
             _write_online(pending, splits, out_path, errors_path, cfg, report, environ, bar)
         elif not online:
             _write_offline(pending, splits, out_path, errors_path, cfg, report, bar)
+        # Streamed in completion order (parallel requests, records retried on a rerun): rewrite both
+        # files in input order, so the same responses give the same bytes and DVC hash.
+        for path in (out_path, errors_path):
+            sort_jsonl(path, input_ids)
     finally:
         if bar is not None:
             bar.close()
