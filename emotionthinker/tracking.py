@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from emotionthinker.config import PROJECT_ROOT, Config
 from emotionthinker.services import local_path
+from emotionthinker.stored_paths import stored_path
 
 if TYPE_CHECKING:  # heavy imports stay lazy: mlflow ~1.5 s, matplotlib, pandas
     import pandas as pd
@@ -67,7 +68,8 @@ def redact(value: Any) -> Any:
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{"a": {"b": 1}} -> {"a.b": "1"}; secrets dropped; values cut to MLflow's length limit."""
+    """{"a": {"b": 1}} -> {"a.b": "1"}; secrets dropped; values cut to MLflow's length limit; a file path
+    in its stored form, as the data files name it (runs of two checkouts on one server compare equal)."""
     out: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
@@ -78,6 +80,8 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             out.update(flatten_params(value, f"{name}."))
             continue
+        if isinstance(value, (str, Path)) and Path(value).is_absolute():
+            value = stored_path(value)
         text = value if isinstance(value, str) else json.dumps(redact(value), default=str)
         out[name] = SECRET_VALUE.sub(REDACTED, text)[:MAX_PARAM_LEN]
     return out

@@ -27,7 +27,7 @@ from emotionthinker.evaluation.judges import SHORT, JudgeResult
 from emotionthinker.evaluation.metrics import ClassificationMetrics, confusion_figure, metrics_from_rows
 from emotionthinker.evaluation.predict import PredictionResult, write_outputs_table
 from emotionthinker.records import iter_jsonl
-from emotionthinker.stored_paths import absolute_path
+from emotionthinker.stored_paths import absolute_path, resolve_stored_path
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -259,7 +259,8 @@ def find_eval_data(cfg: Config, eval_data_version: str | None, model_name: str |
             from emotionthinker.evaluation.data import BENCHMARKS
 
             bench = p.get("benchmark") if p.get("benchmark") in BENCHMARKS else None  # else named after the manifest
-            return {"manifest": p["manifest"], "benchmark": bench, "split": p.get("split", "all"),
+            # Params name files in their stored form: the manifest of another checkout resolves in this one.
+            return {"manifest": str(resolve_stored_path(p["manifest"])), "benchmark": bench, "split": p.get("split", "all"),
                     "limit": int(p["limit"]) if p.get("limit", "None") not in ("None", "", "0") else None,
                     "eval_data_version": run.data.tags.get("eval_data_version")}  # fmt: skip
     raise EvalDataError(f"no earlier evaluation on data {eval_data_version or '(any)'} to take the clip selection from")

@@ -178,3 +178,30 @@ def test_a_symlinked_shared_folder_keeps_its_name_from_the_config_and_the_comman
     assert given["root"] == str(tmp_path / "ci" / "shared" / "data" / "ravdess")
     records = build_manifest("ravdess", Path(given["root"]), cfg).records
     assert sorted(r.audio_path for r in records) == paths
+
+
+def test_run_params_name_files_in_their_stored_form_and_the_promotion_gate_reads_them(tmp_path, monkeypatch):
+    """A team's shared MLflow server: runs of two checkouts show the same params, and the promotion gate
+    finds an earlier evaluation's manifest from its stored form in whichever checkout it runs."""
+    from mlflow import MlflowClient
+
+    from emotionthinker.evaluation.report import find_eval_data
+    from emotionthinker.tracking import start_stage_run
+
+    root = tmp_path / "work" / "project"
+    manifest = root / "data" / "manifests" / "demo" / "manifest.jsonl"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}\n")
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")}
+    cfg = load_config("test", environ=env, overrides={"paths": {"workspace": "var", "data": "data"}})
+    params = {"manifest": str(manifest), "model_dir": root / "var" / "sft" / "final",
+              "shared": str(tmp_path / "work" / "shared" / "data"), "outside": str(tmp_path / "x.jsonl"),
+              "benchmark": "demo", "split": "test", "limit": 6}  # fmt: skip
+    with start_stage_run(cfg, "evaluate", params, tags={"eval_data_version": "demo-0123"}) as run:
+        pass
+    logged = MlflowClient(cfg.tracking_uri).get_run(run.run_id).data.params
+    assert (logged["manifest"], logged["model_dir"]) == ("data/manifests/demo/manifest.jsonl", "var/sft/final")
+    assert logged["shared"] == "../shared/data" and logged["outside"] == str(tmp_path / "x.jsonl")
+    monkeypatch.chdir(tmp_path)  # not the project root: the stored path is taken against the root
+    assert find_eval_data(cfg, "demo-0123")["manifest"] == str(manifest)
