@@ -236,6 +236,13 @@ def run_evaluation(
     return log_run(cfg, info, data, pred, metrics, flat, results, counts)
 
 
+def limit_param(value: str | None) -> int | None:
+    """An evaluation run's `limit` param back as a number: params are JSON, so "no limit" reads 'null'."""
+    if value in (None, "", "null", "None", "0"):
+        return None
+    return int(value)
+
+
 def find_eval_data(cfg: Config, eval_data_version: str | None, model_name: str | None = None) -> dict[str, Any]:
     """How an earlier evaluation selected its data (manifest, benchmark, split, limit), found by its version;
     without a version, the newest evaluation of `model_name` (else of any model)."""
@@ -261,6 +268,6 @@ def find_eval_data(cfg: Config, eval_data_version: str | None, model_name: str |
             bench = p.get("benchmark") if p.get("benchmark") in BENCHMARKS else None  # else named after the manifest
             # Params name files in their stored form: the manifest of another checkout resolves in this one.
             return {"manifest": str(resolve_stored_path(p["manifest"])), "benchmark": bench, "split": p.get("split", "all"),
-                    "limit": int(p["limit"]) if p.get("limit", "None") not in ("None", "", "0") else None,
+                    "limit": limit_param(p.get("limit")),
                     "eval_data_version": run.data.tags.get("eval_data_version")}  # fmt: skip
     raise EvalDataError(f"no earlier evaluation on data {eval_data_version or '(any)'} to take the clip selection from")
