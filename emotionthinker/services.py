@@ -42,6 +42,9 @@ def configure_environment(cfg: Config, environ: dict[str, str] | None = None) ->
         "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "INFO"),
         # Logs of the plain functions behind the tasks show up in the Prefect run logs too.
         "PREFECT_LOGGING_EXTRA_LOGGERS": env.get("PREFECT_LOGGING_EXTRA_LOGGERS", "emotionthinker"),
+        # The same functions also run outside flows (`promote --no-flow`, `infer`, benchmarks): their log
+        # lines go to the console there, without a UserWarning each that no flow run can receive them.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": env.get("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore"),
         # Should a server be started from this process, it must not listen beyond this machine.
         "PREFECT_SERVER_API_HOST": LOCALHOST,
     }

@@ -36,6 +36,28 @@ def test_environment_is_local_and_quiet_by_default(cfg):
     assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
 
 
+def test_platform_logs_outside_a_flow_reach_the_console_without_warnings(tmp_path):
+    """`promote --no-flow` printed a Prefect UserWarning for every log line of the platform's loggers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from emotionthinker.config import load_config\n"
+        "from emotionthinker.services import configure_environment\n"
+        "configure_environment(load_config('test', environ={}, overrides={'paths': {'workspace': sys.argv[1]}}))\n"
+        "from prefect.logging.configuration import setup_logging\n"
+        "setup_logging()\n"
+        "logging.getLogger('emotionthinker.promotion').warning('outside any flow')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ET_", "PREFECT_LOGGING"))}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True,
+                         env=env, cwd=PROJECT_ROOT, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "emotionthinker.promotion - outside any flow" in out and "Warning" not in out
+
+
 def test_real_servers_are_configuration(tmp_path):
     cfg = load_config(
         "test",
