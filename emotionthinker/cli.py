@@ -199,7 +199,7 @@ def transcribe(
 
     cfg = _cfg(profile, config)
     try:
-        y = load_audio(audio.absolute(), cfg.audio)  # relative to the cwd, not the project root
+        y = load_audio(absolute_path(audio), cfg.audio)  # relative to the cwd, not the project root
         asr = get_transcriber(cfg.asr)
         tr = asr.align_known_text(y, text, language) if text else asr.transcribe(y)
     except (AudioError, AsrError) as exc:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from emotionthinker.config import Config
+from emotionthinker.stored_paths import absolute_path
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def annotate_clip(path: str | Path, cfg: Config, use_asr: bool = True, gender: s
 
     notes: list[str] = []
     sr = cfg.audio.sample_rate
-    path = Path(path).absolute()  # a clip named on the command line is relative to the cwd, not the project
+    path = absolute_path(path)  # a clip named on the command line is relative to the cwd, not the project
     y = load_audio(path, cfg.audio)
     m = measure_prosody(y, sr, cfg.prosody)
     prosody = m.to_record()
@@ -203,7 +204,7 @@ def infer_clip(path: str | Path, cfg: Config, model_source: str | None = None, u
     from models.rewards import extract_answer, format_reward
 
     source = model_source or default_model_source(cfg)
-    path = Path(path).absolute()
+    path = absolute_path(path)
     annotation = annotate_clip(path, cfg, use_asr, gender, calibration)
     lm = lm or AudioLM.from_source(source, cfg)
     text = lm.generate([load_audio(path, cfg.audio)], max_new_tokens=cfg.eval.max_new_tokens or cfg.models.max_new_tokens).texts[0]
