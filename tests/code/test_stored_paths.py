@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from emotionthinker import config as config_module
 from emotionthinker.audio import AudioNotFoundError, load_audio, probe
@@ -67,19 +70,20 @@ def test_resolution_prefers_the_record_files_folder_then_the_project_root(tmp_pa
         load_audio("data/missing.wav")  # the loader's error explains it too
 
 
-def _checkout(base: Path, monkeypatch) -> tuple[Path, object]:
-    """A project folder with the same external-format corpus (paths relative to its .jsonl) inside it."""
-    root = base / "project"
-    corpus = root / "data" / "raw" / "release"
+def _checkout(root: Path, monkeypatch, image_env: dict[str, str] | None = None) -> tuple[Path, object]:
+    """A project folder with the same external-format corpus (paths relative to its .jsonl) inside it;
+    ``image_env``: the ET_ variables of a Docker image, whose paths win over the checkout's defaults."""
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")} | (image_env or {})
+    paths = {k: v for k, v in {"workspace": "var", "data": "data"}.items() if f"ET_PATHS__{k.upper()}" not in env}
+    cfg = load_config("test", environ=env, overrides={"paths": paths})
+    corpus = cfg.data_dir / "raw" / "release"  # <root>/data/raw/release in a checkout
     rows = []
     for i, (f0, gender) in enumerate([(110, "male"), (125, "male"), (210, "female"), (240, "female")]):
         voiced(corpus / "clips" / f"c{i}.wav", f0)
         rows.append({"audio_path": f"clips/c{i}.wav", "emotion": "neutral", "transcription": "kids are talking",
                      "speaker": f"s{i}", "gender": gender, "split": "train"})  # fmt: skip
     (corpus / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ET_")}
-    cfg = load_config("test", environ=env, overrides={"paths": {"workspace": "var", "data": "data"}})
     return corpus / "meta.jsonl", cfg
 
 
@@ -95,33 +99,35 @@ def _ingest_and_annotate(meta: Path, cfg) -> tuple[Path, Path]:
     return ds.directory, out
 
 
-def test_two_checkouts_of_the_same_data_write_the_same_bytes(tmp_path, monkeypatch):
+def _build_datasets(meta: Path, cfg) -> tuple[list[str], bytes, Path]:
+    """Manifest, annotations and SFT corpus of a checkout; their DVC md5s, the annotated bytes, the manifests."""
     from emotionthinker.sft_data.corpus import build_sft_corpus
 
-    versions, annotated = [], []
+    manifests, out = _ingest_and_annotate(meta, cfg)
+    records = read_jsonl(manifests / "manifest.jsonl")
+    assert [r["audio_path"] for r in records] == [f"data/raw/release/clips/c{i}.wav" for i in range(4)]
+    assert all(load_audio(r["audio_path"], cfg.audio).size for r in records)  # found in this checkout
+    sft = cfg.data_dir / "sft"
+    report = build_sft_corpus(read_jsonl(out), None, sft, cfg, enforce=False)
+    samples = [s for f in sorted(report.files.values()) for s in read_jsonl(f)]
+    rendered = [s["audio"][0] for s in samples if s["task"] == "comparative"]
+    assert rendered and all(p.startswith("data/sft/audio/") for p in rendered)
+    assert all(load_audio(p, cfg.audio).size for p in rendered)  # the rendered clips were kept
+    return [content_md5(d) for d in (manifests, out.parent, sft)], out.read_bytes(), manifests
+
+
+def test_two_checkouts_of_the_same_data_write_the_same_bytes(tmp_path, monkeypatch):
+    built = []
     for base in (tmp_path / "one", tmp_path / "two" / "deeper"):  # different folders and depths
-        meta, cfg = _checkout(base, monkeypatch)
-        manifests, out = _ingest_and_annotate(meta, cfg)
-        records = read_jsonl(manifests / "manifest.jsonl")
-        assert [r["audio_path"] for r in records] == [f"data/raw/release/clips/c{i}.wav" for i in range(4)]
-        assert all(load_audio(r["audio_path"], cfg.audio).size for r in records)  # found in this checkout
-        sft = cfg.data_dir / "sft"
-        report = build_sft_corpus(read_jsonl(out), None, sft, cfg, enforce=False)
-        samples = [s for f in sorted(report.files.values()) for s in read_jsonl(f)]
-        rendered = [s["audio"][0] for s in samples if s["task"] == "comparative"]
-        assert rendered and all(p.startswith("data/sft/audio/") for p in rendered)
-        assert all(load_audio(p, cfg.audio).size for p in rendered)  # the rendered clips were kept
-        versions.append([content_md5(d) for d in (manifests, out.parent, sft)])
-        annotated.append(out.read_bytes())
-    assert versions[0] == versions[1]
-    assert annotated[0] == annotated[1] and len(annotated[0].splitlines()) == 4
+        built.append(_build_datasets(*_checkout(base / "project", monkeypatch))[:2])
+    assert built[0] == built[1] and len(built[0][1].splitlines()) == 4
 
 
 def test_records_restored_into_another_checkout_read_its_clips(tmp_path, monkeypatch):
     """What `dvc pull` does: the record files arrive in a checkout that never saw the original folder."""
     from models.grpo_data import load_grpo_data
 
-    meta, cfg = _checkout(tmp_path / "one", monkeypatch)
+    meta, cfg = _checkout(tmp_path / "one" / "project", monkeypatch)
     _, annotated = _ingest_and_annotate(meta, cfg)
     moved = tmp_path / "elsewhere" / "project"
     shutil.copytree(tmp_path / "one" / "project", moved)
@@ -130,6 +136,54 @@ def test_records_restored_into_another_checkout_read_its_clips(tmp_path, monkeyp
     data = load_grpo_data(moved / annotated.relative_to(tmp_path / "one" / "project"), cfg)
     assert [p.audio_path for p in data.prompts] and not data.quarantined
     assert all(p.audio_path.startswith("data/raw/release/") for p in data.prompts)
+
+
+def _image_layout(fs: Path) -> tuple[Path, dict[str, str], Path]:
+    """The GPU flow-run image rebuilt under ``fs`` from its Dockerfile and job variables: the project root
+    (WORKDIR), the folders and links the image makes, its ET_ variables, and the workspace volume's mount."""
+    from tests.code.test_docker_files import DOCKER, JOB_VARIABLES, parse_dockerfile
+
+    def inside(path: str) -> Path:
+        return fs / path.lstrip("/")
+
+    volume = inside(yaml.safe_load(JOB_VARIABLES.read_text())["volumes"][0].split(":")[1])
+    root, env, made, links = None, {}, set(), []
+    for kind, value in parse_dockerfile(DOCKER / "Dockerfile.worker-gpu")[-1].instructions:
+        if kind == "WORKDIR":
+            root = inside(value)
+        elif kind == "ENV":
+            for key, _, val in (token.partition("=") for token in shlex.split(value)):
+                if key.startswith("ET_"):
+                    env[key] = str(inside(val)) if val.startswith("/") else val
+        elif kind == "RUN":
+            made |= {d for args in re.findall(r"mkdir -p ([^&]+)", value) for d in args.split()}
+            links += re.findall(r"ln -s (\S+) (\S+)", value)
+    assert root is not None
+    for target, link in links:
+        assert target in made, f"the image links {link} to {target}, which it does not create"
+        inside(target).mkdir(parents=True, exist_ok=True)
+        inside(link).parent.mkdir(parents=True, exist_ok=True)
+        inside(link).symlink_to(inside(target))
+    return root, env, volume
+
+
+def test_the_gpu_images_layout_writes_the_same_bytes_as_a_checkout(tmp_path, monkeypatch):
+    """The flow-run image keeps its state in the workspace volume, two folders from its project root. Its
+    data/ and var/ are links there, so its records say 'data/...' like a checkout's; with ET_PATHS__DATA=
+    /workspace/data they named /workspace/..., and a dataset made in the image differed from a checkout's."""
+    from emotionthinker.versioning import dvc_add_and_push
+
+    checkout = _build_datasets(*_checkout(tmp_path / "checkout" / "project", monkeypatch))[:2]
+
+    root, image_env, volume = _image_layout(tmp_path / "image")
+    meta, cfg = _checkout(root, monkeypatch, image_env)
+    for folder in (cfg.data_dir, cfg.workspace, cfg.cache_dir):
+        assert folder.resolve().is_relative_to(volume), f"{folder} is not in the workspace volume"
+    *image, manifests = _build_datasets(meta, cfg)  # its asserts: 'data/...' paths, clips found
+    assert image == list(checkout)
+    versioned = dvc_add_and_push(manifests, cfg, root)  # DVC through the link: a repository in the volume
+    assert versioned["md5"] == checkout[0][0]
+    assert (cfg.data_dir.resolve() / versioned["dvc_file"]).is_file()
 
 
 def test_a_symlinked_shared_folder_keeps_its_name_from_the_config_and_the_command_line(tmp_path, monkeypatch):
