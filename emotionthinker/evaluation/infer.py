@@ -173,14 +173,16 @@ def annotate_clip(path: str | Path, cfg: Config, use_asr: bool = True, gender: s
 def _gender(y: np.ndarray, cfg: Config, given: str | None, notes: list[str]) -> tuple[str, str]:
     if given:
         return given.capitalize(), "given"
-    try:
-        from emotionthinker.traits.gender import predict_gender_for_config
+    from emotionthinker.traits.gender import GenderModelError, predict_gender_for_config
 
+    try:
         label, prob = predict_gender_for_config(y, cfg)
         return label, f"classifier (p={prob:.2f})"
-    except Exception as exc:  # noqa: BLE001 - no registered classifier: say so and go on
-        notes.append(f"gender not determined ({type(exc).__name__}: {str(exc)[:120]}); pass --gender")
-        return "unknown", "none"
+    except GenderModelError as exc:  # no registered classifier: its message says what to do
+        notes.append(f"gender not determined: {exc}; or pass --gender")
+    except Exception as exc:  # noqa: BLE001 - a broken classifier must not stop the answer
+        notes.append(f"gender not determined ({type(exc).__name__}: {exc}); pass --gender")
+    return "unknown", "none"
 
 
 @dataclass

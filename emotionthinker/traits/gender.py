@@ -416,11 +416,14 @@ def load_gender_classifier(cfg: Config) -> GenderClassifier:
     """From the MLflow registry (``registry:NAME@ALIAS`` or ``registry:NAME@VERSION``) or a local JSON file/folder."""
     source = cfg.traits.gender_model
     if source.startswith("registry:"):
-        from emotionthinker.registry import RegistryError, resolve_registry_source
+        from emotionthinker.registry import RegistryError, RegistryLookupError, resolve_registry_source
         from models.sources import SourceError
 
         try:
             path = resolve_registry_source(source, cfg) / MODEL_FILE
+        except RegistryLookupError:  # the usual case before the first `train-gender`: say only that
+            raise GenderModelError(f"no gender model registered as {source} in {cfg.tracking_uri}; train and "
+                                   "register one with `emotionthinker train-gender`") from None
         except (SourceError, RegistryError) as exc:
             raise GenderModelError(f"no gender model at {source}: {exc}; train and register one with "
                                    "`emotionthinker train-gender`") from None

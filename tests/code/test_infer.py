@@ -77,7 +77,10 @@ def test_no_registered_model_is_a_clear_error(cfg, clip):
 def test_annotate_clip_without_gender_model_says_so(cfg, clip):
     ann = annotate_clip(clip, cfg, use_asr=False)
     assert ann.record["annotations"]["gender"] == "unknown"
-    assert any("gender not determined" in n for n in ann.notes)
+    # The whole hint, not cut at a character count: it used to end "... no such registered ".
+    note = next(n for n in ann.notes if n.startswith("gender not determined"))
+    assert "no gender model registered as registry:emotionthinker-gender@champion" in note
+    assert note.endswith("train and register one with `emotionthinker train-gender`; or pass --gender")
     assert ann.record["prosody"]["calibration"]["pitch"] == "global"
 
 
