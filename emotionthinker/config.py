@@ -32,6 +32,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def project_path(p: str | Path) -> Path:
+    """A path from the configuration: relative ones are taken against the project root, not the cwd, so a
+    scheduled or deployed run (started in another folder) finds the same files. normpath, not resolve():
+    a symlinked ../shared keeps its name, so records store '../shared/...'."""
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else Path(os.path.normpath(PROJECT_ROOT / p))
+
+
 class PathsConfig(_Section):
     """Where state lives. Relative paths resolve against the project root."""
 
@@ -43,8 +51,7 @@ class PathsConfig(_Section):
     shared_data: Path = Path("../shared/data")
 
     def resolve(self, p: Path) -> Path:
-        # normpath, not resolve(): a symlinked ../shared keeps its name, so records store '../shared/...'
-        return p if p.is_absolute() else Path(os.path.normpath(PROJECT_ROOT / p))
+        return project_path(p)
 
 
 class ServicesConfig(_Section):
@@ -610,7 +617,11 @@ class Config(_Section):
 
     @property
     def prefect_home(self) -> Path:
-        return Path(self.services.prefect_home) if self.services.prefect_home else self.workspace / "prefect"
+        return project_path(self.services.prefect_home) if self.services.prefect_home else self.workspace / "prefect"
+
+    def stage_dir(self, configured: str, default: str) -> Path:
+        """A stage's output folder: the configured one (``sft.output_dir``, ...), else <workspace>/<default>."""
+        return project_path(configured) if configured else self.workspace / default
 
     @property
     def dvc_remote(self) -> str:

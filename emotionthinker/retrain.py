@@ -15,10 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotionthinker.config import Config
+from emotionthinker.config import Config, project_path
 
 class RetrainError(ValueError):
     """The retrain flow cannot start as asked (e.g. a corpus without its folder)."""
+
+
+def corpus_root(cfg: Config, corpus: str, root: str | None) -> str | None:
+    """The corpus folder a retrain reads: the flow's ``root``, else ``retrain.root``; None for the demo
+    corpus, which the flow synthesises. A relative folder is taken against the project root, like every
+    path in the config (the command line passes it absolute): a scheduled run starts in any folder.
+    Checked before any stage runs, so a typo costs one line, not a failed ingest."""
+    given = root or cfg.retrain.root
+    if not given:
+        if corpus == "demo":
+            return None
+        raise RetrainError(f"retrain on corpus {corpus!r} needs its folder: pass root or set retrain.root")
+    folder = project_path(given)
+    if not folder.is_dir():
+        rule = "" if Path(given).expanduser().is_absolute() else ", a relative folder is taken against the project root"
+        raise RetrainError(f"{corpus} corpus folder not found: {folder} ({'root' if root else 'retrain.root'} "
+                           f"{given!r}{rule})")  # fmt: skip
+    return str(folder)
 
 
 # Order of the chain; each stage's upstream stages and the config sections that shape its output.

@@ -110,9 +110,7 @@ def retrain_flow(profile: str = "tiny", config_file: str | None = None, corpus: 
     started = time.perf_counter()
     cfg = load_config(profile, config_file)
     corpus = corpus or cfg.retrain.corpus
-    root = root or cfg.retrain.root or None
-    if corpus != "demo" and not root:
-        raise R.RetrainError(f"retrain on corpus {corpus!r} needs its folder: pass root or set retrain.root")
+    root = R.corpus_root(cfg, corpus, root)
     params = {"corpus": corpus, "root": root or "", "retrain": cfg.retrain, "config_file": config_file or ""}
     with start_stage_run(cfg, "retrain", params=params, run_name=f"retrain-{corpus}") as parent, children_of(parent.run_id):
         run = _Chain(cfg, profile, config_file, parent)

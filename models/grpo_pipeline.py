@@ -28,7 +28,7 @@ _NOT_TRAINING = {"output_dir", "save_steps", "save_total_limit", "log_completion
 
 
 def output_root(cfg: Config) -> Path:
-    return Path(cfg.grpo.output_dir).expanduser().resolve() if cfg.grpo.output_dir else cfg.workspace / "grpo"
+    return cfg.stage_dir(cfg.grpo.output_dir, "grpo")
 
 
 def load_data(path: str | Path, cfg: Config) -> GrpoData:

@@ -456,7 +456,7 @@ def base_source(cfg: Config) -> str:
 
 
 def output_root(cfg: Config) -> Path:
-    return Path(cfg.rm.output_dir).expanduser().resolve() if cfg.rm.output_dir else cfg.workspace / "reward_model"
+    return cfg.stage_dir(cfg.rm.output_dir, "reward_model")
 
 
 def trainer_config(cfg: Config) -> Config:

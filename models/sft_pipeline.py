@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotionthinker.config import Config
+from emotionthinker.config import Config, project_path
 from emotionthinker.stored_paths import absolute_path
 from emotionthinker.validation import ValidationFailed
 from models.checkpoints import files_sha1, fingerprint, read_done, stage_dir
@@ -57,11 +57,14 @@ class SftData:
 
 
 def resolve_data_dir(cfg: Config, data_dir: str | Path | None = None) -> Path:
-    return absolute_path(data_dir or cfg.sft.data_dir or cfg.data_dir / "sft")
+    """A folder named on the command line is relative to the cwd; sft.data_dir, to the project root."""
+    if data_dir:
+        return absolute_path(data_dir)
+    return project_path(cfg.sft.data_dir) if cfg.sft.data_dir else cfg.data_dir / "sft"
 
 
 def output_root(cfg: Config) -> Path:
-    return Path(cfg.sft.output_dir).expanduser().resolve() if cfg.sft.output_dir else cfg.workspace / "sft"
+    return cfg.stage_dir(cfg.sft.output_dir, "sft")
 
 
 def base_source(cfg: Config) -> str:

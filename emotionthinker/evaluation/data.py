@@ -158,4 +158,4 @@ def select_eval_data(
 
 
 def eval_root(cfg: Config) -> Path:
-    return Path(cfg.eval.output_dir).expanduser().resolve() if cfg.eval.output_dir else cfg.workspace / "evaluation"
+    return cfg.stage_dir(cfg.eval.output_dir, "evaluation")

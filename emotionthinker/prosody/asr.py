@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from emotionthinker.config import AsrConfig
+from emotionthinker.config import AsrConfig, project_path
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def resolve_model_location(source: str, download_root: str = "", local_files_onl
         return str(path)
     if source.startswith("hub:"):
         return _download_hub_model(source.split(":", 1)[1], download_root, local_files_only)
-    path = Path(source).expanduser()
+    path = project_path(source)  # a folder named in the config: relative to the project root
     if not (path / "model.bin").is_file():
         raise AsrModelUnavailableError(
             f"ASR source {source!r} is neither 'packaged:<name>', 'hub:<id>' nor a folder holding a "
@@ -120,7 +120,8 @@ def _download_hub_model(hub_id: str, download_root: str, local_files_only: bool)
     m = re.fullmatch(r"openai/whisper-(.+)", hub_id)
     size_or_id = m.group(1) if m and m.group(1) in available_models() else hub_id
     try:
-        return download_model(size_or_id, cache_dir=download_root or None, local_files_only=local_files_only)
+        return download_model(size_or_id, cache_dir=str(project_path(download_root)) if download_root else None,
+                              local_files_only=local_files_only)
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth)
         raise AsrModelUnavailableError(
             f"could not download ASR model {hub_id!r} from the Hugging Face Hub "

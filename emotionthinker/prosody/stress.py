@@ -19,7 +19,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from emotionthinker.config import AsrConfig, ProsodyConfig
+from emotionthinker.config import AsrConfig, ProsodyConfig, project_path
 from emotionthinker.prosody.asr import Word
 
 
@@ -242,7 +242,8 @@ class WhiStressDetector:
                 from huggingface_hub import snapshot_download
 
                 return Path(snapshot_download(
-                    repo_id, cache_dir=download_root or None, local_files_only=local_files_only,
+                    repo_id, cache_dir=str(project_path(download_root)) if download_root else None,
+                    local_files_only=local_files_only,
                     allow_patterns=["metadata.json", "*.safetensors", "*.pt"],
                 ))
             except Exception as exc:  # offline, 404, auth: all mean the same to the caller
@@ -251,7 +252,7 @@ class WhiStressDetector:
                     "the Hugging Face Hub cannot be reached offline: use asr.stress_detector='acoustic' "
                     "or point asr.stress_model at a local folder"
                 ) from None
-        folder = Path(source).expanduser()
+        folder = project_path(source)  # a folder named in the config: relative to the project root
         if not (folder / "metadata.json").is_file():
             raise StressModelUnavailableError(
                 f"WhiStress weights not found: {folder} has no metadata.json (expected the files of slprl/WhiStress)"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from emotionthinker.config import Config, ProsodyConfig, TraitsConfig
+from emotionthinker.config import Config, ProsodyConfig, TraitsConfig, project_path
 from emotionthinker.records import ManifestRecord, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -407,9 +407,14 @@ def gender_model_identity(cfg: Config) -> str:
         except SourceError:  # nothing registered under it (RegistryLookupError), or not a usable source
             return "none"
         return f"{mv.name}/{mv.version}#{mv.run_id or mv.source}"
-    path = Path(source).expanduser()
-    path = path / MODEL_FILE if path.is_dir() else path
+    path = _local_model_file(source)
     return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else "none"
+
+
+def _local_model_file(source: str) -> Path:
+    """A file or folder named in the config: relative to the project root, like every config path."""
+    path = project_path(source)
+    return path / MODEL_FILE if path.is_dir() else path
 
 
 def load_gender_classifier(cfg: Config) -> GenderClassifier:
@@ -428,8 +433,7 @@ def load_gender_classifier(cfg: Config) -> GenderClassifier:
             raise GenderModelError(f"no gender model at {source}: {exc}; train and register one with "
                                    "`emotionthinker train-gender`") from None
     else:
-        path = Path(source).expanduser()
-        path = path / MODEL_FILE if path.is_dir() else path
+        path = _local_model_file(source)
     if not path.is_file():
         raise GenderModelError(f"gender model not found: {path} (train one with `emotionthinker train-gender`)")
     try:

@@ -79,6 +79,43 @@ def test_relative_paths_resolve_against_project_root():
     assert isinstance(cfg, Config)
 
 
+def test_every_folder_in_the_config_is_taken_against_the_project_root(tmp_path: Path, monkeypatch):
+    """A scheduled run starts in whatever folder `serve` or the worker was started in; a relative folder
+    in the config must name the same place from there. Paths on the command line stay cwd-relative."""
+    from emotionthinker import config as config_module
+    from emotionthinker.evaluation.data import eval_root
+    from emotionthinker.prosody.asr import resolve_model_location
+    from emotionthinker.prosody.stress import WhiStressDetector
+    from emotionthinker.traits.gender import gender_model_identity
+    from models import grpo_pipeline, reward_model, sft_pipeline
+
+    root = tmp_path / "project"
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    for folder in ("models/asr", "models/whistress", "data/sft-large"):
+        (root / folder).mkdir(parents=True)
+    (root / "models" / "asr" / "model.bin").write_bytes(b"x")
+    (root / "models" / "whistress" / "metadata.json").write_text("{}")
+    (root / "models" / "gender.json").write_text("{}")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("test", environ={}, overrides={
+        "services": {"prefect_home": "var/prefect-home"}, "sft": {"data_dir": "data/sft-large", "output_dir": "out/sft"},
+        "grpo": {"output_dir": "out/grpo"}, "rm": {"output_dir": "out/rm"}, "eval": {"output_dir": "out/eval"},
+        "traits": {"gender_model": "models/gender.json"}, "asr": {"source": "models/asr"},
+    })  # fmt: skip
+    assert cfg.prefect_home == root / "var" / "prefect-home"
+    assert sft_pipeline.resolve_data_dir(cfg) == root / "data" / "sft-large"
+    assert sft_pipeline.resolve_data_dir(cfg, "mine") == elsewhere / "mine"  # the command line's --data
+    assert [f(cfg) for f in (sft_pipeline.output_root, grpo_pipeline.output_root, reward_model.output_root,
+                             eval_root)] == [root / "out" / d for d in ("sft", "grpo", "rm", "eval")]  # fmt: skip
+    assert gender_model_identity(cfg) != "none"  # found the file, hashed it
+    assert resolve_model_location(cfg.asr.source) == str(root / "models" / "asr")
+    assert WhiStressDetector._resolve("models/whistress", "", True) == root / "models" / "whistress"
+    # Unset, they stay where they always were: under the workspace.
+    assert grpo_pipeline.output_root(load_config("test", environ={})) == load_config("test", environ={}).workspace / "grpo"
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
 def test_benchmark_configs_load(path: Path):
     # The acceptance scripts pass these as --config; a misspelt key would only fail after the data steps.

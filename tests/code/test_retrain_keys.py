@@ -121,3 +121,26 @@ def test_the_annotate_key_follows_the_gender_model_only_where_a_clip_needs_it(cf
     first = R.annotate_inputs(cfg, manifest)["gender_model"]
     local.write_text('{"retrained": 1}')
     assert R.annotate_inputs(cfg, manifest)["gender_model"] != first
+
+
+def test_the_corpus_folder_is_checked_before_any_stage_and_taken_against_the_project_root(tmp_path, monkeypatch):
+    """`serve` runs the scheduled retrain in the folder it was started in; retrain.root: ../shared/data/ravdess
+    resolved against that folder, failing after Prefect had started with a traceback from the ingest task."""
+    from emotionthinker import config as config_module
+    from emotionthinker.config import load_config
+
+    root = tmp_path / "project"
+    (tmp_path / "shared" / "data" / "ravdess").mkdir(parents=True)
+    monkeypatch.setattr(config_module, "PROJECT_ROOT", root)
+    monkeypatch.chdir(tmp_path / "shared")  # where ../shared/... does not exist
+    cfg = load_config("test", environ={}, overrides={"retrain": {"corpus": "ravdess", "root": "../shared/data/ravdess"}})
+    assert R.corpus_root(cfg, "ravdess", None) == str(tmp_path / "shared" / "data" / "ravdess")  # link names kept
+    assert R.corpus_root(cfg, "ravdess", str(tmp_path / "shared" / "data")) == str(tmp_path / "shared" / "data")
+    cfg.retrain.root = "../shared/data/ravdes"
+    with pytest.raises(R.RetrainError, match=r"ravdess corpus folder not found: .*/shared/data/ravdes \(retrain.root "
+                                             r"'../shared/data/ravdes', a relative folder is taken against the project root\)"):
+        R.corpus_root(cfg, "ravdess", None)
+    cfg.retrain.root = ""
+    assert R.corpus_root(cfg, "demo", None) is None  # synthesised by the flow
+    with pytest.raises(R.RetrainError, match="needs its folder"):
+        R.corpus_root(cfg, "ravdess", None)
