@@ -324,16 +324,19 @@ def annotate(
 
 
 def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optional[Path]) -> None:
-    from emotionthinker.retrain import RetrainError
+    from emotionthinker.retrain import RetrainError, corpus_root
     from emotionthinker.validation import ValidationFailed
     from flows.retrain import retrain_flow
     from models.sft import SftDataError
 
-    if root is not None and not root.is_dir():
-        _fail(f"corpus folder not found: {root}", 2)
+    folder = str(absolute_path(root)) if root else None
+    try:
+        corpus_root(cfg, corpus or cfg.retrain.corpus, folder)  # before Prefect starts; the flow checks it too
+    except RetrainError as exc:
+        _fail(f"retrain cannot start: {exc}", 2)
     try:
         res = retrain_flow(profile=cfg.profile, config_file=str(config) if config else None, corpus=corpus,
-                           root=str(absolute_path(root)) if root else None)  # fmt: skip
+                           root=folder)  # fmt: skip
     except (ValidationFailed, RetrainError, SftDataError) as exc:
         _fail(f"retrain stopped: {exc}")
     typer.echo("\n" + res["summary"])

@@ -144,3 +144,17 @@ def test_the_corpus_folder_is_checked_before_any_stage_and_taken_against_the_pro
     assert R.corpus_root(cfg, "demo", None) is None  # synthesised by the flow
     with pytest.raises(R.RetrainError, match="needs its folder"):
         R.corpus_root(cfg, "ravdess", None)
+
+
+    # The command says so before Prefect starts (the flow was never called) and exits 2 (bad input).
+    import flows.retrain
+    from typer.testing import CliRunner
+
+    from emotionthinker.cli import app
+
+    monkeypatch.setattr(flows.retrain, "retrain_flow", lambda **kw: pytest.fail(f"the flow started: {kw}"))
+    config_file = tmp_path / "nightly.yaml"
+    config_file.write_text("retrain:\n  corpus: ravdess\n  root: ../shared/data/ravdes\n")
+    for args in (["-c", str(config_file)], ["--corpus", "ravdess", "--root", "missing"]):
+        res = CliRunner().invoke(app, ["retrain", "-p", "test", *args])
+        assert res.exit_code == 2 and "retrain cannot start: ravdess corpus folder not found" in res.output, res.output
