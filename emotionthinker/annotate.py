@@ -4,7 +4,10 @@ Two passes, because levels are calibrated over the whole annotated set:
 1. measure every clip (decode, F0, energy, rate, intonation, word timings,
    stress, traits) in a process pool, streaming each result to
    ``<out>.measures.jsonl`` as it finishes; a rerun after a kill skips the ids
-   already there, so no clip is measured twice and none is lost;
+   already there, so no clip is measured twice and none is lost. Only under the
+   same settings (``<out>.settings.json``: the config that shapes a measure, ASR
+   on/off, the measuring code, the gender model where a clip needs it): a rerun
+   after a settings change measures every clip again instead of keeping stale ones;
 2. fit (or load) the per-corpus calibration, assign pitch/energy/speed levels
    and write ``<out>`` atomically. Pass 2 is cheap and deterministic.
 Unusable clips go to ``<out>.quarantine.jsonl`` with their reason. At the end both
@@ -14,6 +17,8 @@ whose bytes must not depend on the order in which pool workers finished.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -58,6 +63,60 @@ class AnnotateReport:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
+# Code that decides a clip's measures (pass 1), relative to this package: part of the resume settings.
+_MEASURE_CODE = ("annotate.py", "audio.py", "prosody", "traits")
+# Fields that change only speed or pass 2 (levels are recalibrated on every run): no reason to re-measure.
+_NOT_MEASURES = {"prosody": {"workers", "min_group_size"}, "asr": {"cpu_threads", "local_files_only"}}
+
+
+@functools.lru_cache(maxsize=1)
+def measure_code_digest() -> str:
+    package = Path(__file__).parent
+    files = sorted(f for name in _MEASURE_CODE for f in ((package / name).rglob("*.py") if (package / name).is_dir()
+                                                          else [package / name]))  # fmt: skip
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def gender_model_setting(cfg: Config, records: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The gender model decides the traits (and pitch calibration) of clips without a corpus gender; its
+    alias can move without any config change, so the model it resolves to is a setting then."""
+    if all(calibration_gender(r) != "unknown" for r in records):
+        return {}
+    from emotionthinker.traits.gender import gender_model_identity
+
+    return {"gender_model": gender_model_identity(cfg)}
+
+
+def measure_settings(cfg: Config, use_asr: bool, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What decides the measures of these records: streamed measures are reused only under equal settings."""
+    sections = {name: getattr(cfg, name).model_dump(mode="json", exclude=_NOT_MEASURES.get(name, set()))
+                for name in ("audio", "prosody", "asr", "traits")}  # fmt: skip
+    return {**sections, "use_asr": use_asr, "code": measure_code_digest(), **gender_model_setting(cfg, records)}
+
+
+def _restart_unless_same_settings(path: Path, settings: dict[str, Any], streams: tuple[Path, ...]) -> list[str]:
+    """Drop streamed results made under other (or unrecorded) settings; returns what differed, [] when resuming."""
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        previous = None
+    if previous == settings:
+        return []
+    changed = ["no settings recorded"] if not isinstance(previous, dict) else sorted(
+        k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))  # fmt: skip
+    stale = [s for s in streams if s.is_file() and s.stat().st_size]
+    for stream in streams:
+        stream.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return changed if stale else []
+
+
 def annotated_paths(out: Path) -> tuple[Path, Path, Path]:
     """Side files of an annotation output: streamed measures, quarantine, calibration."""
     stem = out.with_suffix("")
@@ -66,6 +125,12 @@ def annotated_paths(out: Path) -> tuple[Path, Path, Path]:
         stem.with_name(stem.name + ".quarantine.jsonl"),
         stem.with_name(stem.name + ".calibration.json"),
     )
+
+
+def settings_path(out: Path) -> Path:
+    """The measure settings of an annotation output (see the module docstring)."""
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".settings.json")
 
 
 # -- pass 1: one clip ----------------------------------------------------------
@@ -302,6 +367,11 @@ def annotate_manifest(
     dupes = [k for k, n in Counter(ids).items() if n > 1]
     if dupes:
         raise ValueError(f"manifest has duplicate ids (first: {dupes[:3]}); ids must be unique to resume safely")
+    changed = _restart_unless_same_settings(settings_path(out), measure_settings(cfg, use_asr, records),
+                                            (measures_path, quarantine_path))  # fmt: skip
+    if changed:
+        log.warning("annotate: %s holds results made under other settings (%s): measuring every clip again",
+                    measures_path.parent, ", ".join(changed))  # fmt: skip
     measured_ids = prepare_resume(measures_path)
     quarantined_ids = prepare_resume(quarantine_path)
     todo = [r for r in records if r["id"] not in measured_ids and r["id"] not in quarantined_ids]

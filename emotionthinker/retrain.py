@@ -118,16 +118,11 @@ def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
 
 
 def annotate_inputs(cfg: Config, manifest: str | Path) -> dict[str, str]:
-    """The gender model decides the annotations (and pitch calibration) of clips without a corpus gender;
-    its alias can move without any config change, so the model it resolves to is part of the key then."""
-    from emotionthinker.prosody.levels import calibration_gender
+    """Beside the config: the gender model a moved alias resolves to, where a clip has no corpus gender."""
+    from emotionthinker.annotate import gender_model_setting
     from emotionthinker.records import iter_jsonl
 
-    if all(calibration_gender(r) != "unknown" for r in iter_jsonl(manifest)):
-        return {}
-    from emotionthinker.traits.gender import gender_model_identity
-
-    return {"gender_model": gender_model_identity(cfg)}
+    return gender_model_setting(cfg, iter_jsonl(manifest))
 
 
 def stage_key(
