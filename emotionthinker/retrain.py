@@ -117,6 +117,24 @@ def ingest_inputs(corpus: str, root: str | Path) -> dict[str, str]:
     return {"corpus": corpus, "root_path": stored_path(root), "root": content_hash(root)}
 
 
+def check_eval_split(manifest: str | Path, split: str) -> None:
+    """The split the new policy is evaluated and promoted on must hold clips. Checked right after ingest:
+    RAVDESS actors 01-02 alone are all 'train' under the by-actor protocol, and the chain used to train for
+    a quarter of an hour before its evaluation found no 'test' clip."""
+    if split == "all":
+        return
+    from collections import Counter
+
+    from emotionthinker.records import iter_jsonl
+
+    counts = Counter(str(r.get("split")) for r in iter_jsonl(manifest))
+    if not counts.get(split):
+        have = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
+        raise RetrainError(f"retrain.eval_split {split!r} has no clips in {manifest} (its splits: {have}), so the "
+                           "new policy could be neither evaluated nor promoted; set retrain.eval_split to a split "
+                           "it has, or 'all' (which also scores the clips it trained on)")  # fmt: skip
+
+
 def annotate_inputs(cfg: Config, manifest: str | Path) -> dict[str, str]:
     """Beside the config: the gender model a moved alias resolves to, where a clip has no corpus gender."""
     from emotionthinker.annotate import gender_model_setting

@@ -117,6 +117,7 @@ def retrain_flow(profile: str = "tiny", config_file: str | None = None, corpus: 
         if root is None:
             root = run("demo_corpus")["root"]
         ingested = run("ingest", R.ingest_inputs(corpus, root), corpus=corpus, root=root)
+        R.check_eval_split(ingested["manifest"], cfg.retrain.eval_split)
         annotated = run("annotate", R.annotate_inputs(cfg, ingested["manifest"]), manifest=ingested["manifest"])
         cot = run("cot", annotated=annotated["annotated"])
         sft_data = run("sft_data", annotated=annotated["annotated"], cot=cot["cot"])

@@ -158,3 +158,12 @@ def test_the_corpus_folder_is_checked_before_any_stage_and_taken_against_the_pro
     for args in (["-c", str(config_file)], ["--corpus", "ravdess", "--root", "missing"]):
         res = CliRunner().invoke(app, ["retrain", "-p", "test", *args])
         assert res.exit_code == 2 and "retrain cannot start: ravdess corpus folder not found" in res.output, res.output
+
+
+def test_the_evaluation_split_must_hold_clips(tmp_path):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"id": "a", "split": "train"}\n{"id": "b", "split": "validation"}\n')
+    R.check_eval_split(manifest, "validation")
+    R.check_eval_split(manifest, "all")  # every clip, the trained ones too: the user's explicit choice
+    with pytest.raises(R.RetrainError, match=r"'test' has no clips in .* \(its splits: train 1, validation 1\)"):
+        R.check_eval_split(manifest, "test")

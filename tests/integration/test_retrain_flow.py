@@ -70,3 +70,25 @@ def test_a_corpus_without_its_folder_is_refused_before_anything_runs(cfg, config
     with pytest.raises(RetrainError, match="needs its folder"):
         retrain_flow(profile="test", config_file=config_file(), corpus="ravdess")
     assert not (cfg.data_dir / "manifests").exists()
+
+
+def test_an_evaluation_split_without_clips_stops_the_chain_right_after_ingest(cfg, config_file, tmp_path):
+    """RAVDESS actors 01-02 alone (../shared/data) are all 'train' under the by-actor protocol: the chain used
+    to train every model before its evaluation found no 'test' clip."""
+    from mlflow import MlflowClient
+
+    from emotionthinker.retrain import RetrainError
+    from flows.retrain import retrain_flow
+    from tests.code.corpus_fixtures import write_wav
+
+    root = tmp_path / "ravdess"
+    for actor, freq in ((1, 120.0), (2, 220.0)):
+        for emotion in (1, 5):
+            write_wav(root / f"Actor_{actor:02d}" / f"03-01-{emotion:02d}-01-01-01-{actor:02d}.wav", seconds=1.0, freq=freq)
+    with pytest.raises(RetrainError, match=r"retrain.eval_split 'test' has no clips in .*manifest.jsonl \(its splits: train 4\)"):
+        retrain_flow(profile="test", config_file=config_file(), corpus="ravdess", root=str(root))
+    assert (cfg.data_dir / "manifests" / "ravdess").is_dir() and not (cfg.data_dir / "annotated").exists()
+    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+    [parent] = client.search_runs([client.get_experiment_by_name(cfg.services.mlflow_experiment).experiment_id],
+                                  "tags.stage = 'retrain'")  # fmt: skip
+    assert parent.info.status == "FAILED"
