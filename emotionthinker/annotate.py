@@ -62,6 +62,11 @@ class AnnotateReport:
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
+    @property
+    def speed_text(self) -> str:
+        # A rerun that resumed every clip measured nothing: "0x real time" would read as a stall.
+        return f"{self.realtime_factor:.0f}x real time" if self.audio_seconds > 0 else "no clip measured"
+
 
 # Code that decides a clip's measures (pass 1), relative to this package: part of the resume settings.
 _MEASURE_CODE = ("annotate.py", "audio.py", "prosody", "traits")

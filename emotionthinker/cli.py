@@ -318,7 +318,7 @@ def annotate(
         )  # fmt: skip
     except ValidationFailed as exc:
         _fail(f"annotate stopped: {exc}")
-    typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['x_realtime']:.0f}x real time)")
+    typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['speed']})")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
     typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
 

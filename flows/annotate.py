@@ -33,9 +33,9 @@ def annotate_flow(
 
     report = annotate_clips(manifest_path, out_path, cfg, use_asr, Path(calibration) if calibration else None, workers)
     logger.info(
-        "annotated %d of %d clips (%d resumed, %d quarantined %s) at %.0fx real time",
+        "annotated %d of %d clips (%d resumed, %d quarantined%s), %s",
         report.n_annotated, report.n_input, report.n_resumed, report.n_quarantined,
-        report.quarantine_by_reason or "", report.realtime_factor,
+        f" {report.quarantine_by_reason}" if report.quarantine_by_reason else "", report.speed_text,
     )  # fmt: skip
     validation = validate_annotated(out_path, cfg)
     failed = finalize_validated(report, validation, cfg)
@@ -61,6 +61,7 @@ def annotate_flow(
             "resumed": report.n_resumed,
         },
         "x_realtime": report.realtime_factor,
+        "speed": report.speed_text,
         "data_version": data_version,
         "run_id": run_id,
     }

@@ -49,6 +49,7 @@ def test_same_settings_resume_other_settings_measure_again(cfg, tmp_path, caplog
     cfg.prosody.workers, cfg.asr.cpu_threads = 3, 4
     again = _run(records, out, cfg)
     assert again.n_resumed == 4 and out.read_bytes() == annotated
+    assert first.speed_text.endswith("x real time") and again.speed_text == "no clip measured"  # not "0x"
     cfg.prosody.min_group_size = 2  # per-corpus x gender groups now: other levels, from the same measures
     relabelled = _run(records, out, cfg)
     assert relabelled.n_resumed == 4 and read_jsonl(out)[0]["prosody"]["calibration"]["pitch"] == "r/male"
