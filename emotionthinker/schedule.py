@@ -196,6 +196,12 @@ def serve(
         os.environ["PREFECT_API_URL"] = server.api_url  # before Prefect's first import; the runs inherit it
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        flow = scheduled_flow(cfg.schedule.flow_entrypoint or None)
         print(f"Prefect server: {server.ui_url} (log {server.log_file}); Ctrl-C stops both", flush=True)
+        # The first scheduled run comes one interval (or the next cron time) from now. Prefect's own hint
+        # below lacks the API URL, and without it `prefect` talks to a temporary server of its own.
+        prefect_cli = Path(sys.executable).parent / "prefect"
+        print(f"run one now, from another shell: PREFECT_API_URL={server.api_url} {prefect_cli} deployment run "
+              f"'{flow.name}/{cfg.schedule.deployment_name}'", flush=True)  # fmt: skip
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):  # in case Prefect was imported already
-            serve_flow(scheduled_flow(cfg.schedule.flow_entrypoint or None), cfg, params, interval_s)
+            serve_flow(flow, cfg, params, interval_s)

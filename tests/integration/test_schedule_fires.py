@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,14 +36,14 @@ def probe_flow(profile: str = "tiny", config_file: str | None = None) -> str:
     return str(marker)
 
 
-def completed_scheduled_runs(api_url: str) -> list:
+def completed_scheduled_runs(api_url: str, auto_scheduled: bool = True) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[DEPLOYMENT])))
-    return [r for r in runs if r.auto_scheduled and r.state and r.state.is_completed()]
+    return [r for r in runs if r.auto_scheduled == auto_scheduled and r.state and r.state.is_completed()]
 
 
 def test_served_flow_fires_on_its_schedule_on_a_local_server(cfg, config_file, tmp_path):
@@ -78,6 +79,17 @@ def test_served_flow_fires_on_its_schedule_on_a_local_server(cfg, config_file, t
         assert json.loads(marker.read_text())["profile"] == "test"
         assert (cfg.prefect_home / "prefect.db").is_file()  # the server kept its state in the configured home
         print(f"first scheduled run completed {fired_after:.1f} s after `emotionthinker serve` started")
+
+        # The command serve prints for a run now works as printed, from a shell without PREFECT_API_URL.
+        [command] = re.findall(r"^run one now, from another shell: (.+)$", Path(log.name).read_text(), re.M)
+        assert f"'schedule-probe/{DEPLOYMENT}'" in command
+        res = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        manual, deadline = [], time.monotonic() + DEADLINE_S
+        while not manual and time.monotonic() < deadline:
+            time.sleep(1)
+            manual = completed_scheduled_runs(api_url, auto_scheduled=False)
+        assert manual and manual[0].parameters == run.parameters, Path(log.name).read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the runner stops, then the server is stopped
