@@ -37,7 +37,9 @@ from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
 from emotionthinker.prosody.levels import Calibration, assign_levels, calibration_gender, fit_calibration_from_records
 from emotionthinker.prosody.measures import measure_prosody
-from emotionthinker.records import QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl
+from emotionthinker.records import (
+    QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl, write_text_atomic,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
@@ -115,10 +117,7 @@ def _restart_unless_same_settings(path: Path, settings: dict[str, Any], streams:
     stale = [s for s in streams if s.is_file() and s.stat().st_size]
     for stream in streams:
         stream.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
     return changed if stale else []
 
 

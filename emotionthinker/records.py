@@ -85,6 +85,16 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             raise ValueError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a small file whole (temp file + rename): a kill mid-write leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any] | BaseModel]) -> int:
     """Write atomically (temp file + rename) so readers never see half a file."""
     path = Path(path)

@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from emotionthinker.records import write_text_atomic
+
 DONE_FILE = "sft_stage.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 SPACE_MARGIN = 1.2  # a save also writes RNG and scheduler state and a temporary copy of the trainer state
@@ -62,11 +64,7 @@ def read_done(folder: Path) -> dict[str, Any] | None:
 
 def write_done(folder: Path, summary: dict[str, Any]) -> Path:
     """Mark the stage finished; written last so a crash never leaves a half model marked done."""
-    path = Path(folder) / "final" / DONE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(Path(folder) / "final" / DONE_FILE, json.dumps(summary, indent=2, sort_keys=True, default=str))
 
 
 def files_sha1(paths: list[Path]) -> str:

@@ -60,6 +60,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from emotionthinker.config import Config
+from emotionthinker.records import write_text_atomic
 from models.backbone import AudioLM
 from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint
 from models.distributed_groups import gather_groups
@@ -625,10 +626,7 @@ def _group_std(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:

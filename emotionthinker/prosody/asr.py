@@ -113,6 +113,11 @@ def resolve_model_location(source: str, download_root: str = "", local_files_onl
     return str(path)
 
 
+def hub_cache_dir(download_root: str) -> str | None:
+    """Where hub downloads go: asr.download_root (a config folder, so project-relative), else the HF cache."""
+    return str(project_path(download_root)) if download_root else None
+
+
 def _download_hub_model(hub_id: str, download_root: str, local_files_only: bool) -> str:
     from faster_whisper.utils import available_models, download_model
 
@@ -120,8 +125,7 @@ def _download_hub_model(hub_id: str, download_root: str, local_files_only: bool)
     m = re.fullmatch(r"openai/whisper-(.+)", hub_id)
     size_or_id = m.group(1) if m and m.group(1) in available_models() else hub_id
     try:
-        return download_model(size_or_id, cache_dir=str(project_path(download_root)) if download_root else None,
-                              local_files_only=local_files_only)
+        return download_model(size_or_id, cache_dir=hub_cache_dir(download_root), local_files_only=local_files_only)
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth)
         raise AsrModelUnavailableError(
             f"could not download ASR model {hub_id!r} from the Hugging Face Hub "

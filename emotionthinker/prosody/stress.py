@@ -20,7 +20,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from emotionthinker.config import AsrConfig, ProsodyConfig, project_path
-from emotionthinker.prosody.asr import Word
+from emotionthinker.prosody.asr import Word, hub_cache_dir
 
 
 class StressModelUnavailableError(RuntimeError):
@@ -242,8 +242,7 @@ class WhiStressDetector:
                 from huggingface_hub import snapshot_download
 
                 return Path(snapshot_download(
-                    repo_id, cache_dir=str(project_path(download_root)) if download_root else None,
-                    local_files_only=local_files_only,
+                    repo_id, cache_dir=hub_cache_dir(download_root), local_files_only=local_files_only,
                     allow_patterns=["metadata.json", "*.safetensors", "*.pt"],
                 ))
             except Exception as exc:  # offline, 404, auth: all mean the same to the caller
