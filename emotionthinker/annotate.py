@@ -35,7 +35,9 @@ from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
-from emotionthinker.prosody.levels import Calibration, assign_levels, calibration_gender, fit_calibration_from_records
+from emotionthinker.prosody.levels import (
+    Calibration, assign_levels, calibration_gender, fit_calibration_from_records, load_reference_calibration,
+)
 from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.records import (
     QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl, write_text_atomic,
@@ -72,15 +74,17 @@ class AnnotateReport:
 
 # Code that decides a clip's measures (pass 1), relative to this package: part of the resume settings.
 _MEASURE_CODE = ("annotate.py", "audio.py", "prosody", "traits")
+_PASS_TWO_CODE = {"prosody/levels.py"}  # levels are recalibrated on every run
 # Fields that change only speed or pass 2 (levels are recalibrated on every run): no reason to re-measure.
-_NOT_MEASURES = {"prosody": {"workers", "min_group_size"}, "asr": {"cpu_threads", "local_files_only"}}
+_NOT_MEASURES = {"prosody": {"workers", "min_group_size", "min_batch_group_size"}, "asr": {"cpu_threads", "local_files_only"}}
 
 
 @functools.lru_cache(maxsize=1)
 def measure_code_digest() -> str:
     package = Path(__file__).parent
     files = sorted(f for name in _MEASURE_CODE for f in ((package / name).rglob("*.py") if (package / name).is_dir()
-                                                          else [package / name]))  # fmt: skip
+                                                          else [package / name])
+                   if f.relative_to(package).as_posix() not in _PASS_TWO_CODE)  # fmt: skip
     digest = hashlib.sha1()
     for f in files:
         digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
@@ -406,7 +410,7 @@ def annotate_manifest(
     if calibration is not None:
         calib: Calibration | None = Calibration.load(calibration)
     elif measured:
-        calib = fit_calibration_from_records(measured, cfg)
+        calib = fit_calibration_from_records(measured, cfg, reference=load_reference_calibration())
     else:  # every clip quarantined: nothing to calibrate; the failure rate stops the flow
         calib = None
     if calib is not None:

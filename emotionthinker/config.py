@@ -132,6 +132,9 @@ class ProsodyConfig(_Section):
     turn_depth_st: float = 2.0
     min_voiced_frames: int = Field(20, ge=1)
     min_group_size: int = Field(50, ge=1)
+    # A batch-wide group (all clips, or one gender) under this size is labelled by the shipped
+    # reference calibration: tertiles of a handful of clips rank them against each other only.
+    min_batch_group_size: int = Field(20, ge=1)
     workers: int = Field(0, ge=0)  # 0 -> all cores
     # F0, two-pass range (De Looze & Hirst): pass 1 over floor..ceiling, pass 2 over
     # [floor_factor * q25, ceiling_factor * q75] of pass 1, clamped to floor..ceiling.
@@ -643,7 +646,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "test": {
         "paths": {"workspace": "var/test", "data": "var/test/data", "cache": "var/cache"},
         "demo": {"clips_per_class": 2},
-        "prosody": {"min_group_size": 5},
+        "prosody": {"min_group_size": 5, "min_batch_group_size": 3},
         "models": {
             "policy_source": "random:qwen2audio-tiny",
             "reward_source": "random:qwen2audio-tiny",

@@ -3,9 +3,9 @@
 Annotation is the annotate stage's (emotionthinker/annotate.py) for one clip: Praat F0, energy and
 syllable rate, intonation contour, ASR transcript with word timings and stress, speaker gender (the
 registered classifier when there is one) and age (when an age model is configured). Levels need a
-calibration: the newest one an annotate run wrote under <data>/annotated/, else the default shipped
-here (default_calibration.json: tertiles over the RAVDESS and EmoDB clips of the shared data, global
-and per gender, see its "source"). A single clip has no corpus of its own, so the global groups
+calibration: the newest one an annotate run wrote under <data>/annotated/, else the reference one
+(prosody/reference_calibration.json: tertiles over the RAVDESS and EmoDB clips of the shared data,
+global and per gender, see its "source"). A single clip has no corpus of its own, so the global groups
 apply, which is why a level printed here is relative to acted emotional speech in general.
 
 Default model: `emotionthinker-policy@champion`; else the newest `challenger` among the policy and
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from emotionthinker.config import Config
+from emotionthinker.prosody.levels import REFERENCE_CALIBRATION
 from emotionthinker.stored_paths import absolute_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALIBRATION = Path(__file__).with_name("default_calibration.json")
 CHAMPION_MODEL = "emotionthinker-policy"
 CHALLENGER_MODELS = ("emotionthinker-policy", "emotionthinker-base")
 INFER_CORPUS = "infer"  # a corpus name no calibration fits, so the global groups apply
@@ -65,8 +65,8 @@ def default_model_source(cfg: Config) -> str:
     return f"registry:{max(challengers)[1]}@challenger"
 
 
-def fit_default_calibration(manifests: list[Path], cfg: Config, out: Path = DEFAULT_CALIBRATION) -> Path:
-    """Refit default_calibration.json from manifests (global groups only; corpus groups are dropped)."""
+def fit_reference_calibration(manifests: list[Path], cfg: Config, out: Path = REFERENCE_CALIBRATION) -> Path:
+    """Refit reference_calibration.json from manifests (global groups only; corpus groups are dropped)."""
     import json
 
     from emotionthinker.audio import AudioError, load_audio
@@ -102,10 +102,10 @@ def newest_annotate_calibration(cfg: Config) -> Path | None:
 
 
 def load_calibration(cfg: Config, path: str | Path | None = None):
-    """(Calibration, where it came from): explicit path, newest annotate calibration, or the default."""
+    """(Calibration, where it came from): explicit path, newest annotate calibration, or the reference."""
     from emotionthinker.prosody.levels import Calibration
 
-    chosen = Path(path) if path else newest_annotate_calibration(cfg) or DEFAULT_CALIBRATION
+    chosen = Path(path) if path else newest_annotate_calibration(cfg) or REFERENCE_CALIBRATION
     return Calibration.load(chosen), chosen
 
 
@@ -226,7 +226,7 @@ def format_inference(inf: Inference) -> str:
         f"clip: {rec['audio_path']} ({_num(pro.get('duration_s'), '.2f', ' s')})",
         f"transcription ({rec['transcription_source']}): " + (f'"{rec["transcription"]}"' if rec["transcription"] else "-"),
         f"speaker: gender {ann['gender']} ({rec['gender_source']}), age {ann['age_level']} ({rec['age_source']})",
-        f"prosody (levels calibrated by {inf.annotation.calibration.name}):",
+        f"prosody (levels calibrated by {inf.annotation.calibration}):",
         f"  pitch       {ann['pitch_level']:<8} median F0 {_num(pro.get('f0_median_hz'), '.1f', ' Hz')} "
         f"({_num(pro.get('f0_median_st'), '.1f', ' st re 100 Hz')}), range {_num(pro.get('f0_range_st'), '.1f', ' st')}; group {cal.get('pitch', '?')}",
         f"  energy      {ann['energy_level']:<8} {_num(pro.get('rms_dbfs'), '.1f', ' dBFS')} over speech; group {cal.get('energy', '?')}",

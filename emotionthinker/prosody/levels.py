@@ -8,9 +8,13 @@ belongs to. Thresholds are the 1/3 and 2/3 quantiles of:
 - speed: articulation rate (syllables per second of speech), per corpus; the
   rate over the whole clip would change with leading/trailing silence.
 A group with fewer than cfg.min_group_size finite values falls back; pitch
-to the same gender over all corpora ("global/<gender>", fitted whatever its
-size, since pooling genders would rank clips by gender), and to all records
-("global") only for clips of unknown gender. The calibration is a JSON artifact, so a later batch can
+to the same gender over all corpora ("global/<gender>", fitted down to a few
+dozen clips, since pooling genders would rank clips by gender), and to all
+records ("global") only for clips of unknown gender. A batch-wide group under
+cfg.min_batch_group_size (a handful of clips: tertiles of two clips call one
+'low' and the other 'high') takes the thresholds of the reference calibration
+shipped here instead ("reference", "reference/<gender>": RAVDESS and EmoDB,
+see its "source"). The calibration is a JSON artifact, so a later batch can
 be labelled with exactly the same thresholds.
 """
 
@@ -28,6 +32,9 @@ from emotionthinker.config import Config, ProsodyConfig
 
 CALIBRATION_VERSION = 1
 GLOBAL = "global"
+REFERENCE = "reference"
+# Global tertiles over the shared RAVDESS and EmoDB clips (evaluation.infer.fit_reference_calibration).
+REFERENCE_CALIBRATION = Path(__file__).with_name("reference_calibration.json")
 # attribute -> (measure name, level names low/mid/high)
 ATTRIBUTES: dict[str, tuple[str, tuple[str, str, str]]] = {
     "pitch": ("f0_median_st", ("low", "normal", "high")),
@@ -61,7 +68,10 @@ class Calibration:
     def group_for(self, attribute: str, corpus: str, gender: str) -> str:
         """Most specific fitted group for this record (the key written into the record)."""
         fitted = self.groups[attribute]
-        candidates = [f"{corpus}/{gender}", f"{GLOBAL}/{gender}", GLOBAL] if attribute == "pitch" else [corpus, GLOBAL]
+        if attribute == "pitch":
+            candidates = [f"{corpus}/{gender}", f"{GLOBAL}/{gender}", f"{REFERENCE}/{gender}", GLOBAL, REFERENCE]
+        else:
+            candidates = [corpus, GLOBAL, REFERENCE]
         for key in candidates:
             if key in fitted:
                 return key
@@ -108,6 +118,10 @@ class Calibration:
         return cls.from_json(Path(path).read_text())
 
 
+def load_reference_calibration() -> Calibration:
+    return Calibration.load(REFERENCE_CALIBRATION)
+
+
 def _value(measures: Any, name: str) -> float:
     raw = measures.get(name) if isinstance(measures, Mapping) else getattr(measures, name)
     return float("nan") if raw is None else float(raw)
@@ -124,13 +138,17 @@ def _tertiles(values: list[float]) -> Thresholds:
     return Thresholds(float(lo), float(hi), len(values))
 
 
-def fit_calibration(records_measures: Iterable[tuple[str, str, Any]], cfg: ProsodyConfig | Config) -> Calibration:
+def fit_calibration(
+    records_measures: Iterable[tuple[str, str, Any]], cfg: ProsodyConfig | Config, reference: Calibration | None = None
+) -> Calibration:
     """Fit tertile thresholds from (corpus, gender, measures) triples.
 
     measures is a ProsodyMeasures or a mapping with the same keys (a record's
     "prosody" field). Missing/NaN values (e.g. no voicing) are left out of
     that attribute's statistics. Groups below cfg.min_group_size are not fitted,
-    so records of those groups fall back when levels are assigned.
+    so records of those groups fall back when levels are assigned. With a
+    `reference`, global groups below cfg.min_batch_group_size are replaced by
+    the reference's (keys "reference", "reference/<gender>").
     """
     pcfg = cfg.prosody if isinstance(cfg, Config) else cfg
     values: dict[str, dict[str, list[float]]] = {a: {} for a in ATTRIBUTES}
@@ -150,7 +168,20 @@ def fit_calibration(records_measures: Iterable[tuple[str, str, Any]], cfg: Proso
             k: _tertiles(v) for k, v in by_group.items()
             if k in (GLOBAL, *_ALWAYS_FITTED.get(attribute, ())) or len(v) >= pcfg.min_group_size
         }
+    if reference is not None:
+        _take_reference_for_small_batches(groups, reference, pcfg.min_batch_group_size)
     return Calibration(pcfg.min_group_size, groups)
+
+
+def _take_reference_for_small_batches(
+    groups: dict[str, dict[str, Thresholds]], reference: Calibration, min_size: int
+) -> None:
+    for attribute, fitted in groups.items():
+        for key in [k for k in fitted if k == GLOBAL or k.startswith(GLOBAL + "/")]:
+            ref = reference.groups.get(attribute, {}).get(key)
+            if fitted[key].n < min_size and ref is not None:
+                del fitted[key]
+                fitted[REFERENCE + key[len(GLOBAL):]] = ref
 
 
 def calibration_gender(record: Mapping[str, Any]) -> str:
@@ -161,9 +192,11 @@ def calibration_gender(record: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-def fit_calibration_from_records(records: Iterable[Mapping[str, Any]], cfg: ProsodyConfig | Config) -> Calibration:
+def fit_calibration_from_records(
+    records: Iterable[Mapping[str, Any]], cfg: ProsodyConfig | Config, reference: Calibration | None = None
+) -> Calibration:
     """fit_calibration over annotated records (keys corpus, gender and prosody)."""
-    return fit_calibration(((r["corpus"], calibration_gender(r), r["prosody"]) for r in records), cfg)
+    return fit_calibration(((r["corpus"], calibration_gender(r), r["prosody"]) for r in records), cfg, reference)
 
 
 def assign_levels(

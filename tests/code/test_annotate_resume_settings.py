@@ -44,6 +44,8 @@ def test_same_settings_resume_other_settings_measure_again(cfg, tmp_path, caplog
     assert (first.n_resumed, first.n_annotated) == (0, 4)
     assert json.loads(settings_path(out).read_text()) == measure_settings(cfg, False, records)
     annotated = out.read_bytes()
+    # Two clips per gender are under the test profile's min_batch_group_size (3): the reference labels them.
+    assert read_jsonl(out)[0]["prosody"]["calibration"]["pitch"] == "reference/male"
 
     # Same settings, or settings that only change speed or the levels (pass 2): every measure is reused.
     cfg.prosody.workers, cfg.asr.cpu_threads = 3, 4
@@ -54,6 +56,10 @@ def test_same_settings_resume_other_settings_measure_again(cfg, tmp_path, caplog
     relabelled = _run(records, out, cfg)
     assert relabelled.n_resumed == 4 and read_jsonl(out)[0]["prosody"]["calibration"]["pitch"] == "r/male"
     cfg.prosody.min_group_size = 50
+    cfg.prosody.min_batch_group_size = 1
+    own = _run(records, out, cfg)
+    assert own.n_resumed == 4 and read_jsonl(out)[0]["prosody"]["calibration"]["pitch"] == "global/male"
+    cfg.prosody.min_batch_group_size = 3
 
     # A killed run under the same settings: only the missing clips are measured.
     lines = measures.read_bytes().splitlines(keepends=True)

@@ -1,4 +1,4 @@
-"""`emotionthinker infer`: a clip's annotation with the shipped default calibration, the model's answer,
+"""`emotionthinker infer`: a clip's annotation with the shipped reference calibration, the model's answer,
 and a clear message when no model is registered."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import soundfile as sf
 
 from emotionthinker import config as config_module
 from emotionthinker.evaluation.infer import (
-    DEFAULT_CALIBRATION, NoModelError, annotate_clip, default_model_source, format_inference, infer_clip,
+    NoModelError, annotate_clip, default_model_source, format_inference, infer_clip,
     load_calibration,
 )  # fmt: skip
+from emotionthinker.prosody.levels import REFERENCE_CALIBRATION
 
 
 @pytest.fixture
@@ -25,9 +26,9 @@ def clip(tmp_path):
     return path
 
 
-def test_default_calibration_is_used_and_global(cfg):
+def test_the_reference_calibration_is_used_and_global(cfg):
     calib, path = load_calibration(cfg)
-    assert path == DEFAULT_CALIBRATION  # no annotate run in this workspace
+    assert path == REFERENCE_CALIBRATION  # no annotate run in this workspace
     assert calib.group_for("pitch", "infer", "female") == "global/female"
     assert calib.group_for("energy", "infer", "unknown") == "global"
     t = calib.groups["pitch"]["global/female"]
@@ -37,7 +38,7 @@ def test_default_calibration_is_used_and_global(cfg):
 def test_newest_annotate_calibration_wins(cfg, tmp_path):
     folder = cfg.data_dir / "annotated" / "x"
     folder.mkdir(parents=True)
-    (folder / "annotated.calibration.json").write_text(DEFAULT_CALIBRATION.read_text())
+    (folder / "annotated.calibration.json").write_text(REFERENCE_CALIBRATION.read_text())
     _, path = load_calibration(cfg)
     assert path == folder / "annotated.calibration.json"
 
@@ -53,7 +54,7 @@ def test_infer_clip_prints_annotation_and_answer(cfg, clip):
     assert inf.annotation.record["prosody"]["f0_median_hz"] == pytest.approx(180 * 2 ** (2.5 / 12), rel=0.08)
     text = format_inference(inf)
     for needle in ("clip: ", "speaker: gender Female (given)", "pitch ", "energy ", "speed ", "intonation ",
-                   "default_calibration.json", "model: random:qwen2audio-tiny", "reasoning: ", "answer: "):  # fmt: skip
+                   f"calibrated by {REFERENCE_CALIBRATION}):", "model: random:qwen2audio-tiny", "reasoning: ", "answer: "):  # fmt: skip
         assert needle in text, needle
     assert "age not determined" in text
 

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from emotionthinker.prosody.levels import Calibration, CalibrationError, assign_levels, fit_calibration, fit_calibration_from_records
+from emotionthinker.prosody.levels import (
+    Calibration, CalibrationError, assign_levels, fit_calibration, fit_calibration_from_records, load_reference_calibration,
+)  # fmt: skip
 
 
 def _m(st: float, db: float, rate: float) -> dict[str, float]:
@@ -157,3 +159,36 @@ def test_a_clip_without_an_energy_or_rate_measure_is_quarantined_not_guessed(cfg
     [(status, q)] = list(apply_levels([rec], cal))
     assert status == "quarantine" and q["reason"] == "unmeasurable_level" and "energy_level" in q["detail"]
 
+
+
+def test_a_handful_of_clips_is_labelled_by_the_reference_not_against_itself(cfg, tmp_path):
+    """Two female clips with the same high voice: own tertiles would call one 'low' and one 'high'."""
+    p = cfg.prosody.model_copy(update={"min_group_size": 50, "min_batch_group_size": 20})
+    reference = load_reference_calibration()
+    ref_female = reference.groups["pitch"]["global/female"]
+    high_st = ref_female.high_above + 2.0
+    items = [("mine", "female", _m(high_st, -18.0, 5.0)), ("mine", "female", _m(high_st + 0.5, -18.0, 5.0))]
+    items += _corpus("mine", "male", 6, 2.0, -25.0, 4.0)
+    own = fit_calibration(items, p)
+    assert [assign_levels(m, c, g, own)[0]["pitch_level"] for c, g, m in items[:2]] == ["low", "high"]
+
+    cal = fit_calibration(items, p, reference)
+    assert set(cal.groups["pitch"]) == {"reference", "reference/female", "reference/male"}
+    assert cal.groups["pitch"]["reference/female"] == ref_female
+    for corpus, gender, m in items[:2]:
+        levels, used = assign_levels(m, corpus, gender, cal)
+        assert levels["pitch_level"] == "high"
+        assert used == {"pitch": "reference/female", "energy": "reference", "speed": "reference"}
+    loaded = Calibration.load(cal.save(tmp_path / "c.json"))  # a later batch gets the same thresholds
+    assert all(assign_levels(m, c, g, loaded) == assign_levels(m, c, g, cal) for c, g, m in items)
+
+
+def test_a_batch_big_enough_keeps_its_own_thresholds(cfg):
+    p = cfg.prosody.model_copy(update={"min_group_size": 50, "min_batch_group_size": 20})
+    items = _corpus("d", "female", 24, 10.0, -30.0, 4.0) + _corpus("d", "male", 19, -2.0, -30.0, 4.0)
+    cal = fit_calibration(items, p, load_reference_calibration())
+    # 24 female clips and 43 in all are enough; the 19 male ones are not
+    assert set(cal.groups["pitch"]) == {"global", "global/female", "reference/male"}
+    assert set(cal.groups["energy"]) == {"global"} and cal.groups["energy"]["global"].n == 43
+    _, used = assign_levels(_m(5.0, -30.0, 4.0), "d", "unknown", cal)
+    assert used["pitch"] == "global"
