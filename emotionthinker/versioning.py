@@ -23,6 +23,7 @@ the uncommitted ``.dvc/config.local``.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from emotionthinker.config import PROJECT_ROOT, Config
 from emotionthinker.services import local_path
 
 REMOTE_NAME = "local"
+log = logging.getLogger(__name__)
 
 
 class VersioningError(RuntimeError):
@@ -55,6 +57,18 @@ def git_ignored(repo: Path, path: Path) -> bool:
     except (OSError, subprocess.SubprocessError):
         return True
     return rc != 1  # 0 ignored, 1 not ignored, 128 git error
+
+
+def git_changed(repo: Path, paths: list[Path]) -> list[str]:
+    """Those of `paths` that git sees as new or modified, relative to the repository root."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "-z", "--untracked-files=all", "--", *map(str, paths)],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(entry[3:] for entry in out.split("\0") if len(entry) > 3)
 
 
 def dvc_location(cfg: Config, project_root: Path = PROJECT_ROOT) -> DvcLocation:
@@ -137,10 +151,17 @@ def dvc_add_and_push(path: Path, cfg: Config, project_root: Path = PROJECT_ROOT)
     dvc_file = path.with_name(path.name + ".dvc")
     try:
         with Repo(str(root)) as repo:
+            # DVC's own "To track the changes with git" hint names paths relative to the current folder
+            # and reached the log twice (its handler and Prefect's); ours below names them from the root.
+            repo.scm_context.quiet = True
             repo.add([str(path)])
             repo.push(targets=[str(dvc_file)], remote=REMOTE_NAME)
     except DvcException as exc:
         raise VersioningError(f"DVC could not add/push {path}: {exc}") from exc
+    if (root / ".git").exists():
+        pending = git_changed(root, [dvc_file, path.parent / ".gitignore"])
+        if pending:
+            log.info("to pin this data version in git, in %s: git add %s && git commit", root, " ".join(pending))
     return {
         "path": str(path.relative_to(root)),
         "md5": read_dvc_md5(dvc_file),

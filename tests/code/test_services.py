@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import logging
 import subprocess
 import sys
 import time
@@ -172,8 +173,10 @@ def _project_cfg(project: Path, **services):
     )
 
 
-def test_dvc_lives_in_the_project_when_data_is_not_git_ignored(tmp_path):
+def test_dvc_lives_in_the_project_when_data_is_not_git_ignored(tmp_path, caplog, monkeypatch):
     project = _git_project(tmp_path / "proj")
+    monkeypatch.chdir(tmp_path)  # the hint must not depend on the folder a user runs from
+    caplog.set_level(logging.INFO, logger="emotionthinker.versioning")
     cfg = _project_cfg(project)
     assert dvc_location(cfg, project).scm
     ensure_dvc_repo(cfg, project)
@@ -185,6 +188,15 @@ def test_dvc_lives_in_the_project_when_data_is_not_git_ignored(tmp_path):
     assert out["dvc_file"] == "data/manifests/demo.dvc" and (project / out["dvc_file"]).is_file()
     assert (project / "data" / "manifests" / ".gitignore").read_text().strip() == "/demo"
     assert remote_has(out["md5"], cfg) and (project / "var" / "dvc-remote" / "files" / "md5").is_dir()
+    # One hint, from the project root; DVC's own (relative to the current folder) is not printed.
+    hint = f"in {project.resolve()}: git add data/manifests/.gitignore data/manifests/demo.dvc && git commit"
+    assert [r.getMessage() for r in caplog.records if "git add" in r.getMessage()] == [f"to pin this data version in git, {hint}"]
+    assert "To track the changes with git" not in caplog.text
+    subprocess.run(["git", "-C", str(project), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data"], check=True)
+    caplog.clear()
+    dvc_add_and_push(cfg.data_dir / "manifests" / "demo", cfg, project)  # committed and unchanged: no hint
+    assert "git add" not in caplog.text
 
     # A user-specific remote goes to the uncommitted config.local; the committed config is unchanged.
     other = _project_cfg(project, dvc_remote_url=str(tmp_path / "elsewhere"))
