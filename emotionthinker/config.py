@@ -194,6 +194,9 @@ class AsrConfig(_Section):
     stress_detector: Literal["acoustic", "whistress"] = "acoustic"
     stress_model: str = "hub:slprl/WhiStress"  # only read by the whistress detector
     stress_threshold: float = 1.0  # prominence (weighted z-score) a stressed word must reach
+    # F0 peaks above the utterance's declination line, or above its median F0 (the pre-1.0 cue,
+    # which favours the first words of a falling statement; kept for benchmarks/stress_position.py).
+    stress_pitch_baseline: Literal["declination", "median"] = "declination"
     stress_max_words: int = Field(2, ge=0)
     stress_max_share: float = Field(0.25, gt=0, le=1)  # at most this share of an utterance's words
     stress_weight_pitch: float = Field(0.4, ge=0)

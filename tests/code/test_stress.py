@@ -156,3 +156,27 @@ def test_ravdess_clip_gets_one_prominence_per_word_and_a_few_stressed_words():
     assert [p.word for p in out] == [w.word for w in tr.words]
     stressed = stressed_words(out)
     assert 1 <= len(stressed) <= AsrConfig().stress_max_words
+
+
+def test_a_late_accent_is_found_above_the_falling_line_of_a_statement():
+    """F0 falls 1.5 st per word; the last word is accented 4 st above that line yet stays far below
+    the first word. Raw peaks (above the median) rank the first word highest; above the line, the last."""
+    spec = [(200 * 2 ** (-1.5 * i / 12), 0.2, 0.25) for i in range(6)]
+    spec[5] = (200 * 2 ** ((-7.5 + 4) / 12), 0.26, 0.3)
+    y, words = _tone_words(spec)
+    line = AcousticProminenceDetector(AsrConfig()).detect(y, SR, words)
+    assert stressed_words(line) == ["w5"] and line[5].f0_peak_st > 2.0
+    raw = AcousticProminenceDetector(AsrConfig(stress_pitch_baseline="median")).detect(y, SR, words)
+    assert max(raw, key=lambda p: p.f0_peak_st).word == "w0" and raw[5].prominence < line[5].prominence
+
+
+def test_declination_line_ignores_one_accented_word():
+    from emotionthinker.prosody.stress import declination_line
+
+    t = np.arange(0, 2.0, 0.01)
+    st = 10.0 - 3.0 * t
+    st[(t > 0.2) & (t < 0.5)] += 6.0  # an accent
+    st[::7] = np.nan  # unvoiced frames
+    slope, intercept = declination_line(t, st)
+    assert slope == pytest.approx(-3.0, abs=0.1) and intercept == pytest.approx(10.0, abs=0.2)
+    assert declination_line(t, np.full_like(t, np.nan))[0] == 0.0
