@@ -159,6 +159,10 @@ def log_annotate_run(
         "asr_source": cfg.asr.source if use_asr else "none",
         "stress_detector": cfg.asr.stress_detector,
         "prosody": cfg.prosody.model_dump(mode="json"),
+        # Word timing and stress settings (threshold, cue weights, F0 baseline) and the trait models:
+        # runs that differ there differ in their labels, so the comparison view must show them.
+        "asr": cfg.asr.model_dump(mode="json"),
+        "traits": cfg.traits.model_dump(mode="json"),
     }
     dist = level_distributions(validation.valid)
     try:

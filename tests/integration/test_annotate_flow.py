@@ -120,6 +120,7 @@ def test_flow_without_asr_annotates_quarantines_versions_and_logs(cfg, config_fi
     assert (m["records_in"], m["records_annotated"], m["quarantined_annotate"], m["quarantined_validate"]) == (8, 6, 2, 0)
     assert m["audio_seconds"] > 0 and m["x_realtime"] > 0
     assert run.data.params["use_asr"] == "false"
+    assert run.data.params["asr.stress_pitch_baseline"] == "declination" and "traits.gender_model" in run.data.params
 
     def artifact(path: str) -> Path:
         return Path(client.download_artifacts(run.info.run_id, path, str(cfg.workspace / "dl")))
