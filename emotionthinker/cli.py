@@ -429,11 +429,12 @@ def promote(
     model: Optional[str] = typer.Option(None, "--model", help="registered model (default: promotion.model_name, emotionthinker-policy)"),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="compare on this evaluation data version (default: latest both have)"),
     gate_metric: Optional[str] = typer.Option(None, "--metric", help="gate metric (default: promotion.gate_metric, uar)"),
+    version: Optional[str] = typer.Option(None, "--version", help="gate this registered version (e.g. 3, one picked in the MLflow UI) instead of the `challenger` alias's"),
     use_flow: bool = typer.Option(True, "--flow/--no-flow", help="as a Prefect flow (concurrency limit) or the plain function (file lock only)"),
     profile: Optional[str] = ProfileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Move `champion` to the `challenger` version only if it wins on the gate metric on the same evaluation data."""
+    """Move `champion` to the `challenger` version (or --version) only if it wins on the gate metric on the same evaluation data."""
     cfg = _cfg(profile, config)
     from emotionthinker.promotion import Decision, PromotionError
     from emotionthinker.services import ui_url
@@ -446,13 +447,13 @@ def promote(
             from flows.promote import promote_flow
 
             res = promote_flow(model=name, profile=cfg.profile, config_file=str(config) if config else None,
-                               gate_metric=gate_metric, eval_data_version=eval_data)  # fmt: skip
+                               gate_metric=gate_metric, eval_data_version=eval_data, version=version)  # fmt: skip
             summary, decision, run_id = res["summary"], Decision(res["decision"]), res["run_id"]
         else:
             from emotionthinker.promotion import promote as promote_model
             from flows.promote import default_evaluator
 
-            d = promote_model(cfg, name, gate_metric, eval_data, evaluate_fn=default_evaluator(cfg))
+            d = promote_model(cfg, name, gate_metric, eval_data, evaluate_fn=default_evaluator(cfg), version=version)
             summary, decision, run_id = d.summary(), d.decision, d.run_id
     except PromotionError as exc:
         _fail(str(exc), 2)

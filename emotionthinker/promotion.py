@@ -270,11 +270,14 @@ def promote(
     evaluate_fn: EvaluateFn | None = None,
     min_delta: float | None = None,
     use_file_lock: bool = True,
+    version: str | int | None = None,
 ) -> PromotionDecision:
     """Compare challenger with champion on the same evaluation data; move `champion` only if it wins.
 
-    Arguments left None come from `cfg.promotion`. `use_file_lock=False` is for callers that hold an
-    equivalent guard themselves (and for tests showing what the guard prevents).
+    Arguments left None come from `cfg.promotion`. `version` gates that registered version instead of
+    the one the `challenger` alias names (a run picked in the MLflow UI); the alias is not moved.
+    `use_file_lock=False` is for callers that hold an equivalent guard themselves (and for tests
+    showing what the guard prevents).
     """
     pc = cfg.promotion
     name = _check_name(model_name or pc.model_name)
@@ -283,14 +286,30 @@ def promote(
     data = eval_data_version or pc.eval_data_version or None
     if use_file_lock:
         with file_lock(lock_path(cfg, name), pc.lock_timeout_s) as waited:
-            decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn)
+            decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
         decision.lock_wait_s = waited
         return decision
-    return _promote_locked(cfg, name, metric, delta, data, evaluate_fn)
+    return _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
+
+
+def existing_version(client: "MlflowClient", model_name: str, version: str | int) -> str:
+    """`version` as the registry spells it, or PromotionError when the model has no such version."""
+    from mlflow.exceptions import MlflowException
+
+    text = str(version).strip().lstrip("vV")
+    if not text.isdigit():
+        raise PromotionError(f"version must be a number such as 3 or v3, not {version!r}")
+    try:
+        return str(client.get_model_version(model_name, text).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise PromotionError(f"{model_name} has no version {text} in the registry") from None
+        raise
 
 
 def _promote_locked(
-    cfg: Config, name: str, metric: str, min_delta: float, data: str | None, evaluate_fn: EvaluateFn | None
+    cfg: Config, name: str, metric: str, min_delta: float, data: str | None, evaluate_fn: EvaluateFn | None,
+    version: str | int | None = None,
 ) -> PromotionDecision:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -301,7 +320,8 @@ def _promote_locked(
     configure_mlflow(cfg)
     client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
     try:
-        challenger_v = alias_version(client, name, pc.challenger_alias)
+        challenger_v = (existing_version(client, name, version) if version is not None
+                        else alias_version(client, name, pc.challenger_alias))  # fmt: skip
         champion_v = alias_version(client, name, pc.champion_alias)
     except MlflowException as exc:
         raise PromotionError(f"reading the aliases of {name} failed: {exc.message}") from None
@@ -336,7 +356,8 @@ def _promote_locked(
         champion=champion, champion_after=champion_v, reason=reason,
     )  # fmt: skip
     params = {"model_name": name, "gate_metric": metric, "min_delta": min_delta,
-              "greater_is_better": pc.greater_is_better, "requested_eval_data_version": data or ""}  # fmt: skip
+              "greater_is_better": pc.greater_is_better, "requested_eval_data_version": data or "",
+              "requested_version": "" if version is None else str(version)}  # fmt: skip
     with start_stage_run(cfg, PROMOTE_STAGE, params=params, run_name=f"promote-{name}") as run:
         result.run_id = run.run_id
         if verdict.moves_champion:

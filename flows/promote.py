@@ -63,8 +63,9 @@ def default_evaluator(cfg: Config) -> EvaluateFn | None:
 
 
 @task(name="promote-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def promote_task(cfg: Config, model_name: str, gate_metric: str | None, eval_data_version: str | None) -> PromotionDecision:
-    return promote(cfg, model_name, gate_metric, eval_data_version, evaluate_fn=default_evaluator(cfg))
+def promote_task(cfg: Config, model_name: str, gate_metric: str | None, eval_data_version: str | None,
+                 version: str | None = None) -> PromotionDecision:  # fmt: skip
+    return promote(cfg, model_name, gate_metric, eval_data_version, evaluate_fn=default_evaluator(cfg), version=version)
 
 
 @flow(name="promote")
@@ -74,6 +75,7 @@ def promote_flow(
     config_file: str | None = None,
     gate_metric: str | None = None,
     eval_data_version: str | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     cfg = load_config(profile, config_file)
@@ -81,6 +83,6 @@ def promote_flow(
     limit = concurrency_limit_name(name)
     ensure_concurrency_limit(limit)
     with concurrency(limit, occupy=1, timeout_seconds=cfg.promotion.lock_timeout_s, strict=True):
-        decision = promote_task(cfg, name, gate_metric, eval_data_version)
+        decision = promote_task(cfg, name, gate_metric, eval_data_version, version)
     logger.info("%s (MLflow run %s)", decision.summary(), decision.run_id)
     return decision.as_dict()

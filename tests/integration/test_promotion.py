@@ -215,6 +215,29 @@ def test_no_challenger(cfg, store, tmp_path):
     assert d.decision is Decision.NO_CHALLENGER and not d.moved and d.run_id
 
 
+def test_a_version_picked_by_hand_is_gated_and_the_challenger_alias_stays(cfg, store, tmp_path):
+    """`promote --version N`: the version someone picked in the MLflow UI, not the alias's, faces the gate."""
+    from emotionthinker.promotion import PromotionError
+
+    v1 = register_version(cfg, tmp_path, 1)
+    log_evaluation(cfg, v1, "eval-A", 0.50)
+    promote(cfg, MODEL)
+    v2 = register_version(cfg, tmp_path, 2)  # the nightly's challenger: worse
+    log_evaluation(cfg, v2, "eval-A", 0.45)
+    v3 = register_version(cfg, tmp_path, 3, alias=None)
+    log_evaluation(cfg, v3, "eval-A", 0.58)
+    assert promote(cfg, MODEL).decision is Decision.KEPT
+
+    d = promote(cfg, MODEL, version=f"v{v3}")
+    assert d.decision is Decision.PROMOTED and d.challenger.version == v3 and d.champion.version == v1
+    assert aliases(store) == {"challenger": v2, "champion": v3}
+    assert store.get_run(d.run_id).data.params["requested_version"] == f"v{v3}"
+    for bad, message in (("99", "has no version 99"), ("best", "must be a number")):
+        with pytest.raises(PromotionError, match=message):
+            promote(cfg, MODEL, version=bad)
+    assert aliases(store) == {"challenger": v2, "champion": v3}
+
+
 # -- concurrent promotions ---------------------------------------------------------------------------
 @pytest.fixture
 def champion_and_better_challenger(cfg, store, tmp_path):
@@ -411,6 +434,10 @@ def test_promote_command(cfg, config_file, tmp_path, champion_and_better_challen
     assert "missing_evaluation" in out.stdout and f"challenger v{v3}" in out.stdout
     out = subprocess.run(cmd + ["--model", "no-such-model"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and "unknown model" in out.stderr
+    out = subprocess.run(cmd + ["--version", v2], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "already_champion" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run(cmd + ["--version", "99"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "has no version 99" in out.stderr
 
 
 def test_version_1_of_two_mlflow_stores_are_two_models_to_the_evaluation_cache(cfg, tmp_path):
