@@ -436,13 +436,15 @@ def promote(
 ) -> None:
     """Move `champion` to the `challenger` version (or --version) only if it wins on the gate metric on the same evaluation data."""
     cfg = _cfg(profile, config)
-    from emotionthinker.promotion import Decision, PromotionError
+    from emotionthinker.promotion import Decision, PromotionError, resolve_version
     from emotionthinker.services import ui_url
 
     name = model or cfg.promotion.model_name
     if name not in cfg.promotion.model_names:
         _fail(f"unknown model {name!r}; promotion.model_names: {', '.join(cfg.promotion.model_names)}", 2)
     try:
+        if version is not None:
+            version = resolve_version(cfg, name, version)  # a typo stops here, not in a retried task
         if use_flow:
             from flows.promote import promote_flow
 

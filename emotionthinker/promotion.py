@@ -307,6 +307,16 @@ def existing_version(client: "MlflowClient", model_name: str, version: str | int
         raise
 
 
+def resolve_version(cfg: Config, model_name: str, version: str | int) -> str:
+    """existing_version in cfg's registry: lets a caller refuse a bad version before any flow starts."""
+    from mlflow import MlflowClient
+
+    from emotionthinker.tracking import configure_mlflow
+
+    configure_mlflow(cfg)
+    return existing_version(MlflowClient(cfg.tracking_uri, cfg.tracking_uri), _check_name(model_name), version)
+
+
 def _promote_locked(
     cfg: Config, name: str, metric: str, min_delta: float, data: str | None, evaluate_fn: EvaluateFn | None,
     version: str | int | None = None,

@@ -33,15 +33,18 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
     """
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
+        # Read first: a create that collides makes the server log a UNIQUE-constraint traceback.
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True))
-            return
-        except ObjectAlreadyExists:  # made earlier, or by a promotion starting at the same moment
-            pass
-        current = client.read_global_concurrency_limit_by_name(name)
+            current = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True))
+                return
+            except ObjectAlreadyExists:  # a promotion starting at the same moment made it
+                current = client.read_global_concurrency_limit_by_name(name)
         if current.limit != limit or not current.active:
             client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
 
