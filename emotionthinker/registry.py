@@ -6,6 +6,12 @@ and no pickle: loading needs nothing but the folder, and a folder holding pickle
 `registry:<name>@<alias>` (or `@<version>`) resolves to a download cached per version under the
 workspace; versions are immutable, so a cached copy never goes stale, while an alias that moves to a
 new version resolves to that version's own copy.
+
+A folder whose files are byte-identical to a registered version's (tag `weights_sha256`) is not
+registered again: a retrain after a code change re-runs its stages (the code is in every cache key),
+and a training stage that resumes its finished checkpoints yields the same weights; a second copy
+would cost the artifact store the whole model (0.5 GB for the tiny policy) and show the registry two
+versions that are one model. The alias moves to the existing version instead.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from models.sources import ModelSource, SourceError, build_atomically, parse_sou
 log = logging.getLogger(__name__)
 
 ARTIFACT_PATH = "model"
+TAG_WEIGHTS_DIGEST = "weights_sha256"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -42,6 +49,29 @@ def _client(cfg: Config):
     return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
 
 
+def folder_digest(folder: Path) -> str:
+    """sha256 over the folder's relative file names and bytes, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _same_weights_version(client, name: str, digest: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    same = [int(mv.version) for mv in versions if (mv.tags or {}).get(TAG_WEIGHTS_DIGEST) == digest]
+    return str(min(same)) if same else None
+
+
 def register_model(
     cfg: Config,
     run_id: str,
@@ -53,7 +83,8 @@ def register_model(
 ) -> str:
     """Log `local_dir` as the run's `model` artifacts, create a new version of `name`, point `alias` at it.
 
-    Returns the version number (as a string, like MLflow).
+    When a version of `name` already holds byte-identical files, that version gets `alias` and nothing
+    is logged or created. Returns the version number (as a string, like MLflow).
     """
     from mlflow.exceptions import MlflowException
 
@@ -63,6 +94,17 @@ def register_model(
     if pickles := sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES):
         raise RegistryError(f"refusing to register {folder}: pickle-format files {pickles[:5]} (save as safetensors)")
     client = _client(cfg)
+    digest = folder_digest(folder)
+    if (same := _same_weights_version(client, name, digest)) is not None:
+        try:
+            if alias:
+                client.set_registered_model_alias(name, alias, same)
+            client.set_tag(run_id, "registered_as_existing_version", same)
+        except MlflowException as exc:
+            raise RegistryError(f"pointing {name}@{alias} at v{same} failed: {exc}") from None
+        log.info("%s: run %s produced the weights of version %s; no new version%s", name, run_id, same,
+                 f", @{alias} -> v{same}" if alias else "")  # fmt: skip
+        return same
     try:
         client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)
         try:
@@ -71,7 +113,8 @@ def register_model(
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         mv = client.create_model_version(
-            name, source=f"runs:/{run_id}/{ARTIFACT_PATH}", run_id=run_id, tags=dict(tags or {})
+            name, source=f"runs:/{run_id}/{ARTIFACT_PATH}", run_id=run_id,
+            tags={**dict(tags or {}), TAG_WEIGHTS_DIGEST: digest},
         )
         if alias:
             client.set_registered_model_alias(name, alias, mv.version)

@@ -215,10 +215,14 @@ def test_train_register_promote_and_load(cfg, mlflow_store_template: Path):
     # A new version below the floor is registered but the champion alias stays where it was.
     cfg.traits.gender_min_accuracy = 0.9
     report.mean_unseen_speaker_accuracy = 0.5
+    model.intercept += 0.01  # other weights: the same ones would be version 1 again (registry.py)
     _log_and_register(model, report, cfg)
     assert report.registered_version == "2" and not report.champion and champion() == "1"
     report.mean_unseen_speaker_accuracy = 0.95
+    model.intercept += 0.01
     _log_and_register(model, report, cfg)
     assert report.registered_version == "3" and report.champion and champion() == "3"
+    _log_and_register(model, report, cfg)  # the same weights once more: no version 4
+    assert report.registered_version == "3" and champion() == "3"
     cfg.traits.gender_model = "registry:emotionthinker-gender@2"  # a version number works too
     assert load_gender_classifier(cfg).metrics["n_clips"] == 18

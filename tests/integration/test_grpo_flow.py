@@ -69,7 +69,7 @@ def test_grpo_ptr_flow_trains_logs_registers_and_reuses(cfg, config_file):
 
     again = grpo_ptr_flow(str(prompts), reward_source="random:qwen2audio-tiny", profile="test",
                           config_file=config_file(), no_progressive=True, max_steps=2)  # fmt: skip
-    assert again["reused"] and again["model_dir"] == out["model_dir"] and again["registered"]["version"] == "2"
+    assert again["reused"] and again["model_dir"] == out["model_dir"] and again["registered"]["version"] == "1"
 
 
 def test_train_grpo_command(cfg, config_file):

@@ -238,6 +238,32 @@ def test_a_version_picked_by_hand_is_gated_and_the_challenger_alias_stays(cfg, s
     assert aliases(store) == {"challenger": v2, "champion": v3}
 
 
+def test_the_same_weights_are_one_version(cfg, store, tmp_path):
+    """A retrain after a code change resumes its finished checkpoints: same bytes, so no second version (and
+    no second copy in the artifact store); the challenger alias moves to the version that holds them."""
+    import shutil
+
+    from emotionthinker.registry import TAG_WEIGHTS_DIGEST, register_model
+    from emotionthinker.tracking import start_stage_run
+
+    v1 = register_version(cfg, tmp_path, 1)
+    log_evaluation(cfg, v1, "eval-A", 0.50)
+    promote(cfg, MODEL)
+    v2 = register_version(cfg, tmp_path, 2)
+    copy = shutil.copytree(tmp_path / f"{MODEL}-1", tmp_path / "retrained")
+    with start_stage_run(cfg, "grpo") as run:
+        again = register_model(cfg, run.run_id, copy, MODEL, alias="challenger")
+    assert again == v1 and aliases(store) == {"challenger": v1, "champion": v1}
+    assert sorted(str(mv.version) for mv in store.search_model_versions(f"name = '{MODEL}'")) == sorted([v1, v2])
+    assert store.get_run(run.run_id).data.tags["registered_as_existing_version"] == v1
+    assert not store.list_artifacts(run.run_id)  # nothing copied
+    assert promote(cfg, MODEL).decision is Decision.ALREADY_CHAMPION
+    (copy / "config.json").write_text('{"seed": 1, "changed": true}')  # one byte differs: a new version
+    with start_stage_run(cfg, "grpo") as run:
+        v3 = register_model(cfg, run.run_id, copy, MODEL, alias="challenger")
+    assert v3 not in (v1, v2) and store.get_model_version(MODEL, v3).tags[TAG_WEIGHTS_DIGEST]
+
+
 # -- concurrent promotions ---------------------------------------------------------------------------
 @pytest.fixture
 def champion_and_better_challenger(cfg, store, tmp_path):

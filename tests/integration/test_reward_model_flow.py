@@ -74,4 +74,4 @@ def test_reward_model_flow_trains_evaluates_registers_and_reuses(cfg, config_fil
     cfg.rm.eval_base = False
     again = reward_model_flow(rm_tuples=str(tuples), profile="test", config_file=config_file())
     assert again["training"]["reused"] and again["model_dir"] == out["model_dir"]
-    assert again["registered"]["version"] == "2" and again["base_eval"] == {}
+    assert again["registered"]["version"] == "1" and again["base_eval"] == {}

@@ -74,4 +74,4 @@ def test_sft_flow_trains_evaluates_registers_and_reuses(cfg, config_file):
 
     again = sft_flow(profile="test", config_file=config_file(), data_dir=str(data))
     assert all(s["reused"] for s in again["stages"].values())  # same inputs: nothing retrained
-    assert again["model_dir"] == out["model_dir"] and again["registered"]["version"] == "2"
+    assert again["model_dir"] == out["model_dir"] and again["registered"]["version"] == "1"
