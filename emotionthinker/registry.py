@@ -7,7 +7,7 @@ and no pickle: loading needs nothing but the folder, and a folder holding pickle
 workspace; versions are immutable, so a cached copy never goes stale, while an alias that moves to a
 new version resolves to that version's own copy.
 
-A folder whose files are byte-identical to a registered version's (tag `weights_sha256`) is not
+A folder whose files are byte-identical to a registered version's (tag `weights_md5`) is not
 registered again: a retrain after a code change re-runs its stages (the code is in every cache key),
 and a training stage that resumes its finished checkpoints yields the same weights; a second copy
 would cost the artifact store the whole model (0.5 GB for the tiny policy) and show the registry two
@@ -28,7 +28,7 @@ from models.sources import ModelSource, SourceError, build_atomically, parse_sou
 log = logging.getLogger(__name__)
 
 ARTIFACT_PATH = "model"
-TAG_WEIGHTS_DIGEST = "weights_sha256"
+TAG_WEIGHTS_DIGEST = "weights_md5"  # DVC's folder md5 (versioning.content_md5), as for datasets
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -47,18 +47,6 @@ def _client(cfg: Config):
 
     configure_mlflow(cfg)  # creates the SQLite store's folder and the experiment on first use
     return MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
-
-
-def folder_digest(folder: Path) -> str:
-    """sha256 over the folder's relative file names and bytes, in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def _same_weights_version(client, name: str, digest: str) -> str | None:
@@ -93,8 +81,10 @@ def register_model(
         raise RegistryError(f"cannot register {folder}: not a folder")
     if pickles := sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES):
         raise RegistryError(f"refusing to register {folder}: pickle-format files {pickles[:5]} (save as safetensors)")
+    from emotionthinker.versioning import content_md5
+
     client = _client(cfg)
-    digest = folder_digest(folder)
+    digest = content_md5(folder)
     if (same := _same_weights_version(client, name, digest)) is not None:
         try:
             if alias:
