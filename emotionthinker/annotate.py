@@ -40,7 +40,8 @@ from emotionthinker.prosody.levels import (
 )
 from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.records import (
-    QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, sort_jsonl, write_jsonl, write_text_atomic,
+    QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, reason_code, sort_jsonl, write_jsonl,
+    write_text_atomic,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -441,7 +442,7 @@ def annotate_manifest(
         n_resumed=n_resumed,
         audio_seconds=audio_s,
         wall_seconds=time.perf_counter() - t0,
-        quarantine_by_reason=dict(Counter(q["reason"] for q in quarantined)),
+        quarantine_by_reason=dict(Counter(reason_code(q["reason"]) for q in quarantined)),
     )
 
 
@@ -472,6 +473,6 @@ def finalize_validated(report: AnnotateReport, validation: Any, cfg: Config) -> 
     failures = report.n_quarantined + len(validation.quarantined)
     rate = failures / report.n_input if report.n_input else 0.0
     if rate > cfg.validation.max_failure_rate:
-        reasons = Counter(report.quarantine_by_reason) + Counter(q.reason for q in validation.quarantined)
+        reasons = Counter(report.quarantine_by_reason) + validation.reasons()
         return ValidationFailed("annotate", rate, cfg.validation.max_failure_rate, reasons)
     return None

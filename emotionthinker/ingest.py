@@ -179,9 +179,7 @@ def plot_counts(corpus: str, counts: dict[str, Any]) -> "Figure":
     ax_l.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_l.set_ylabel("records")
     ax_l.set_title(f"{corpus}: {counts['records']} records of {counts['files_found']} files")
-    short = {r: r.replace("expect_column_values_to_", "gx: ").replace("expect_", "gx: ")
-             for r in counts["quarantine_by_reason"]}  # fmt: skip
-    bars = [(f"quarantined: {short[r]}", n, "tab:red") for r, n in counts["quarantine_by_reason"].items()]
+    bars = [(f"quarantined: {r}", n, "tab:red") for r, n in counts["quarantine_by_reason"].items()]
     bars += [(f"excluded: {label}", n, "tab:gray") for label, n in counts["excluded_by_label"].items()]
     if bars:
         ax_q.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])

@@ -64,6 +64,11 @@ class QuarantineRecord(BaseModel):
     error_type: str
 
 
+def reason_code(reason: str) -> str:
+    """The code a reason starts with ("too_short: duration_s=0.1 ..." -> "too_short"): the key of counts."""
+    return reason.split(":", 1)[0]
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return list(iter_jsonl(path))
 

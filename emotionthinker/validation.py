@@ -2,9 +2,10 @@
 
 A suite is a named list of expectations built from the config (`SUITES`).
 `validate_table` runs one on a list of records and maps every failing row back
-to its record id: a row that breaks an expectation is quarantined with the
-expectation and the offending value as its reason; a table-level failure (a
-missing column) quarantines every row. Nothing is dropped silently, and a
+to its record id: a row that breaks an expectation is quarantined with a short
+code (`invalid_emotion`, `too_short`, the key of the counts), the offending value
+and the expectation as its reason; a table-level failure (a missing column)
+quarantines every row. Nothing is dropped silently, and a
 failure rate above ``validation.max_failure_rate`` raises `ValidationFailed`
 so a flow stops before training on bad data.
 
@@ -31,7 +32,7 @@ from pydantic import BaseModel
 from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
 from emotionthinker.labels import LABELS
-from emotionthinker.records import ManifestRecord, QuarantineRecord
+from emotionthinker.records import ManifestRecord, QuarantineRecord, reason_code
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,8 +72,8 @@ class ValidationReport:
         return len(self.quarantined) / self.checked if self.checked else 0.0
 
     def reasons(self) -> Counter:
-        """Counts per reason code (the part before the first ':')."""
-        return Counter(q.reason.split(":", 1)[0] for q in self.quarantined)
+        """Counts per reason code."""
+        return Counter(reason_code(q.reason) for q in self.quarantined)
 
     def raise_if_over(self, max_rate: float) -> None:
         if self.failure_rate > max_rate:
@@ -162,6 +163,29 @@ def _json_safe(obj: Any) -> Any:
     return str(obj)
 
 
+# Range failures the audio loader already names: one code for a short clip, whichever check caught it.
+_RANGE_CODES = {"duration_s": ("too_short", "too_long")}
+
+
+def _reason_code(kind: str, kwargs: Mapping[str, Any], value: Any) -> str:
+    """A short code for a failing row (the key of quarantine counts and metrics), e.g. `too_short`."""
+    column = kwargs.get("column")
+    if kind.endswith("not_be_null"):
+        return f"missing_{column}"
+    if kind.endswith("be_unique"):
+        return f"duplicate_{column}"
+    if "value_set" in kwargs:
+        return f"invalid_{column}"
+    if "min_value" in kwargs or "max_value" in kwargs:
+        low, high = _RANGE_CODES.get(column, (f"{column}_too_low", f"{column}_too_high"))
+        try:
+            below = kwargs.get("min_value") is not None and float(value) < kwargs["min_value"]
+        except (TypeError, ValueError):
+            return f"invalid_{column}"
+        return low if below else high
+    return kind.removeprefix("expect_")
+
+
 def _explain(kind: str, kwargs: Mapping[str, Any], value: Any) -> str:
     column = kwargs.get("column")
     if "value_set" in kwargs:
@@ -176,7 +200,7 @@ def _explain(kind: str, kwargs: Mapping[str, Any], value: Any) -> str:
 
 
 def row_failures(results: Mapping[str, Any], n_rows: int) -> dict[int, list[str]]:
-    """Row index -> reasons ("<expectation>: <details>") from a GX result; table failures hit every row."""
+    """Row index -> reasons ("<code>: <details> (<GX expectation>)") from a GX result; table failures hit every row."""
     failures: dict[int, list[str]] = {}
     for res in results.get("results", []):
         if res.get("success"):
@@ -188,17 +212,20 @@ def row_failures(results: Mapping[str, Any], n_rows: int) -> dict[int, list[str]
         if indexes:
             column = kwargs.get("column")
             for entry in indexes:
-                failures.setdefault(int(entry[ROW]), []).append(f"{kind}: {_explain(kind, kwargs, entry.get(column))}")
+                value = entry.get(column)
+                reason = f"{_reason_code(kind, kwargs, value)}: {_explain(kind, kwargs, value)} ({kind})"
+                failures.setdefault(int(entry[ROW]), []).append(reason)
             continue
         # Table-level failure (missing column, metric error): no row is trustworthy.
         exc = res.get("exception_info") or {}
         messages = [v.get("exception_message") for v in exc.values() if isinstance(v, dict)]
         messages = messages or [exc.get("exception_message")]
         detail = next((m for m in messages if m), None) or f"{kwargs.get('column', 'table')} failed"
+        code = "validation_error"
         if kind == "expect_column_to_exist":
-            detail = f"column {kwargs.get('column')!r} is missing"
+            code, detail = "missing_column", f"column {kwargs.get('column')!r} is missing"
         for i in range(n_rows):
-            failures.setdefault(i, []).append(f"{kind}: {detail}")
+            failures.setdefault(i, []).append(f"{code}: {detail} ({kind})")
     return failures
 
 

@@ -47,7 +47,10 @@ def test_a_clip_quarantined_by_validation_and_annotated_on_the_rerun_counts_once
     rows = read_jsonl(out)
     rows[1]["annotations"]["pitch_level"] = "loud"  # as if a labelling bug had written a value outside the suite's set
     write_jsonl(out, rows)
-    cfg.validation.max_failure_rate = 0.5  # 1 of 3
+    cfg.validation.max_failure_rate = 0.2
+    err = finalize_validated(report, validate_annotated(rows, cfg), cfg)
+    assert err.reasons == {"invalid_ann_pitch_level": 1}  # counted by code, not by the full reason text
+    cfg.validation.max_failure_rate = 0.5  # 1 of 3; the same failure again is not quarantined twice
     assert finalize_validated(report, validate_annotated(rows, cfg), cfg) is None
     assert [r["id"] for r in read_jsonl(out)] == ["c0", "c2"] and [q["id"] for q in read_jsonl(report.quarantine)] == ["c1"]
 

@@ -4,6 +4,7 @@ failing expectation named in the reason, and per-corpus label balance is reporte
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -78,22 +79,22 @@ def test_good_records_pass_including_a_whisper_without_pitch(cfg):
 
 
 BAD_VALUES = [
-    ("pitch 'very high'", {"annotations__pitch_level": "very high"}, "expect_column_values_to_be_in_set",
+    ("pitch 'very high'", {"annotations__pitch_level": "very high"}, "invalid_ann_pitch_level",
      "ann_pitch_level='very high'"),
-    ("rms +5 dBFS", {"prosody__rms_dbfs": 5.0}, "expect_column_values_to_be_between", "p_rms_dbfs=5.0"),
-    ("energy level missing", {"annotations__energy_level": _DROP}, "expect_column_values_to_not_be_null",
+    ("rms +5 dBFS", {"prosody__rms_dbfs": 5.0}, "p_rms_dbfs_too_high", "p_rms_dbfs=5.0"),
+    ("energy level missing", {"annotations__energy_level": _DROP}, "missing_ann_energy_level",
      "ann_energy_level is missing"),
-    ("speed named like pitch", {"annotations__speed_level": "high"}, "expect_column_values_to_be_in_set",
+    ("speed named like pitch", {"annotations__speed_level": "high"}, "invalid_ann_speed_level",
      "ann_speed_level='high'"),
-    ("lower-case gender", {"annotations__gender": "male"}, "expect_column_values_to_be_in_set", "ann_gender='male'"),
-    ("unknown intonation", {"annotations__intonation": "wobbly"}, "expect_column_values_to_be_in_set",
+    ("lower-case gender", {"annotations__gender": "male"}, "invalid_ann_gender", "ann_gender='male'"),
+    ("unknown intonation", {"annotations__intonation": "wobbly"}, "invalid_ann_intonation",
      "ann_intonation='wobbly'"),
-    ("F0 above the tracker ceiling", {"prosody__f0_median_hz": 2000.0}, "expect_column_values_to_be_between",
+    ("F0 above the tracker ceiling", {"prosody__f0_median_hz": 2000.0}, "p_f0_median_hz_too_high",
      "p_f0_median_hz=2000.0"),
-    ("voiced fraction above 1", {"prosody__voiced_fraction": 1.5}, "expect_column_values_to_be_between",
+    ("voiced fraction above 1", {"prosody__voiced_fraction": 1.5}, "p_voiced_fraction_too_high",
      "p_voiced_fraction=1.5"),
     ("too many stressed words", {"annotations__stressed_words": [f"w{i}" for i in range(11)]},
-     "expect_column_values_to_be_between", "ann_n_stressed=11"),
+     "ann_n_stressed_too_high", "ann_n_stressed=11"),
 ]
 
 
@@ -106,9 +107,10 @@ def test_each_bad_value_quarantines_only_its_row_and_names_the_expectation(cfg):
     assert [r["id"] for r in report.valid] == [r["id"] for r in batch]
     assert sorted(q.id for q in report.quarantined) == sorted(bad)
     for q in report.quarantined:
-        case, _, expectation, detail = bad[q.id]
+        case, _, code, detail = bad[q.id]
         assert q.stage == "validate-annotated" and q.error_type == "ExpectationFailed", case
-        assert q.reason.startswith(expectation + ":") and detail in q.reason, (case, q.reason)
+        assert q.reason.startswith(code + ":") and detail in q.reason, (case, q.reason)
+        assert re.fullmatch(r"\w+: .+ \(expect_column_\w+\)", q.reason), (case, q.reason)  # code, detail, GX name
         assert ";" not in q.reason, (case, q.reason)  # one problem per row: nothing else was blamed
 
 
@@ -116,9 +118,10 @@ def test_several_problems_in_one_row_are_all_named(cfg):
     bad = annotated(77, "very high", prosody__rms_dbfs=5.0, annotations__energy_level=_DROP)
     report = validate_annotated([*good_batch(), bad], cfg)
     (q,) = report.quarantined
-    for expectation in ("expect_column_values_to_be_in_set", "expect_column_values_to_be_between",
-                        "expect_column_values_to_not_be_null"):
-        assert expectation in q.reason
+    for part in ("invalid_ann_pitch_level: ", "p_rms_dbfs_too_high: ", "missing_ann_energy_level: ",
+                 "(expect_column_values_to_be_in_set)", "(expect_column_values_to_be_between)",
+                 "(expect_column_values_to_not_be_null)"):
+        assert part in q.reason
     assert report.failure_rate == pytest.approx(1 / 10)
 
 
@@ -126,7 +129,8 @@ def test_duplicate_ids_are_quarantined(cfg):
     batch = good_batch()
     report = validate_annotated([*batch, copy.deepcopy(batch[0])], cfg)
     assert {q.id for q in report.quarantined} == {batch[0]["id"]}
-    assert all("expect_column_values_to_be_unique" in q.reason for q in report.quarantined)
+    assert all(q.reason.startswith("duplicate_id: ") and "(expect_column_values_to_be_unique)" in q.reason
+               for q in report.quarantined)
 
 
 def test_label_balance_is_reported_per_corpus_as_warnings():

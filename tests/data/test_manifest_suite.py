@@ -41,25 +41,27 @@ def test_clean_records_pass(cfg):
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "expectation", "detail"),
+    ("field", "value", "code", "expectation", "detail"),
     [
-        ("emotion", "boredom", "expect_column_values_to_be_in_set", "emotion='boredom' not in"),
-        ("split", "dev", "expect_column_values_to_be_in_set", "split='dev' not in"),
-        ("gender", "m", "expect_column_values_to_be_in_set", "gender='m' not in"),
-        ("duration_s", 0.1, "expect_column_values_to_be_between", "duration_s=0.1 outside [0.3, 60.0]"),
-        ("duration_s", 600.0, "expect_column_values_to_be_between", "duration_s=600.0 outside"),
-        ("audio_path", None, "expect_column_values_to_not_be_null", "audio_path is missing"),
-        ("emotion", None, "expect_column_values_to_not_be_null", "emotion is missing"),
+        ("emotion", "boredom", "invalid_emotion", "expect_column_values_to_be_in_set", "emotion='boredom' not in"),
+        ("split", "dev", "invalid_split", "expect_column_values_to_be_in_set", "split='dev' not in"),
+        ("gender", "m", "invalid_gender", "expect_column_values_to_be_in_set", "gender='m' not in"),
+        # The duration rule uses the audio check's codes: a short clip is `too_short` whichever check caught it.
+        ("duration_s", 0.1, "too_short", "expect_column_values_to_be_between", "duration_s=0.1 outside [0.3, 60.0]"),
+        ("duration_s", 600.0, "too_long", "expect_column_values_to_be_between", "duration_s=600.0 outside"),
+        ("audio_path", None, "missing_audio_path", "expect_column_values_to_not_be_null", "audio_path is missing"),
+        ("emotion", None, "missing_emotion", "expect_column_values_to_not_be_null", "emotion is missing"),
     ],
 )
-def test_a_bad_value_quarantines_exactly_its_record(cfg, field, value, expectation, detail):
+def test_a_bad_value_quarantines_exactly_its_record(cfg, field, value, code, expectation, detail):
     rows = records()
     rows[3][field] = value
     report = validate_table(rows, "manifest", cfg)
     assert [r["id"] for r in report.valid] == ["c-0", "c-1", "c-2", "c-4", "c-5"]
     (q,) = report.quarantined
     assert isinstance(q, QuarantineRecord) and q.id == "c-3" and q.stage == "validate"
-    assert q.reason.startswith(f"{expectation}: ") and detail in q.reason
+    assert q.reason.startswith(f"{code}: ") and detail in q.reason and q.reason.endswith(f"({expectation})")
+    assert report.reasons() == {code: 1}
 
 
 def test_duplicate_ids_and_null_ids_are_caught(cfg):
@@ -69,7 +71,8 @@ def test_duplicate_ids_and_null_ids_are_caught(cfg):
     report = validate_table(rows, "manifest", cfg)
     reasons = {(q.id, q.audio_path): q.reason for q in report.quarantined}
     assert "is duplicated" in reasons[("c-1", "/audio/1.wav")] and "is duplicated" in reasons[("c-1", "/audio/4.wav")]
-    assert reasons[("row-5", "/audio/5.wav")] == "expect_column_values_to_not_be_null: id is missing"
+    assert reasons[("row-5", "/audio/5.wav")] == "missing_id: id is missing (expect_column_values_to_not_be_null)"
+    assert reasons[("c-1", "/audio/1.wav")].startswith("duplicate_id: ")
     assert len(report.valid) == 3
 
 
@@ -77,7 +80,8 @@ def test_a_missing_column_fails_the_whole_table(cfg):
     rows = [{k: v for k, v in r.items() if k != "split"} for r in records()]
     report = validate_table(rows, "manifest", cfg)
     assert report.valid == [] and report.failure_rate == 1.0
-    assert all("expect_column_to_exist: column 'split' is missing" in q.reason for q in report.quarantined)
+    assert all("missing_column: column 'split' is missing (expect_column_to_exist)" in q.reason
+               for q in report.quarantined)
     with pytest.raises(ValidationFailed, match=r"100\.0% of records failed validation, above"):
         report.raise_if_over(cfg.validation.max_failure_rate)
 
@@ -90,7 +94,7 @@ def test_failure_rate_bound_is_inclusive(cfg):
     report.raise_if_over(0.2)  # at the bound: goes on
     with pytest.raises(ValidationFailed) as err:
         report.raise_if_over(0.19)
-    assert err.value.reasons == {"expect_column_values_to_be_in_set": 1}
+    assert err.value.reasons == {"invalid_emotion": 1} and "most common: invalid_emotion x1" in str(err.value)
 
 
 def test_audio_check_decodes_every_clip(cfg, tmp_path: Path):

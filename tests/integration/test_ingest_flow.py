@@ -46,7 +46,7 @@ def make_broken_folder(root: Path) -> dict[str, str]:
         "neutral/silent.wav": "silent",
         "angry/nan.wav": "non_finite_samples",
         "sad/ten_minutes.wav": "too_long",
-        "happy/blip.wav": "expect_column_values_to_be_between",  # 0.1 s: the GX duration rule, by id
+        "happy/blip.wav": "too_short",  # 0.1 s: caught by the GX duration rule, under the audio check's code
         "happy/notes.txt": "unsupported_format",
         "boredom/bored.wav": "excluded",  # no counterpart in the nine classes
         ".DS_Store": "skipped",
@@ -120,7 +120,8 @@ def test_broken_files_are_accounted_for_with_mlflow_and_dvc_side_effects(cfg, co
     assert run.info.status == "FINISHED"
     m, p, t = run.data.metrics, run.data.params, run.data.tags
     assert m["records"] == 4 and m["quarantined"] == 7 and m["excluded"] == 1 and m["files_found"] == 13
-    assert m["quarantine.too_long"] == 1 and m["label.fear"] == 1 and m["split.train"] == 4
+    assert m["quarantine.too_long"] == 1 and m["quarantine.too_short"] == 1
+    assert m["label.fear"] == 1 and m["split.train"] == 4
     assert m["excluded.boredom"] == 1
     assert p["corpus"] == "folder" and float(p["audio.max_duration_s"]) == cfg.audio.max_duration_s
     assert t["stage"] == "ingest" and t["profile"] == "test" and t["git_sha"]
