@@ -7,6 +7,7 @@ resuming someone else's optimizer state.
 
     <root>/<stage>-<fingerprint>/
         checkpoint-<step>/    Trainer checkpoints (weights in safetensors), the last `save_total_limit` kept
+                              while training; none once an SFT or reward-model stage is done (see prune_checkpoints)
         adapter/              stage II: the trained LoRA adapter (safetensors)
         final/                the finished model (AudioLM save) + DONE_FILE, written last
 """
@@ -65,6 +66,27 @@ def read_done(folder: Path) -> dict[str, Any] | None:
 def write_done(folder: Path, summary: dict[str, Any]) -> Path:
     """Mark the stage finished; written last so a crash never leaves a half model marked done."""
     return write_text_atomic(Path(folder) / "final" / DONE_FILE, json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+def prune_checkpoints(folder: Path, keep: int = 0) -> list[Path]:
+    """Delete a finished stage's Trainer checkpoints but the last `keep` complete ones; return the deleted.
+
+    Checkpoints exist so that a killed run resumes. Once a stage is done, an SFT or reward-model rerun
+    reuses final/ and a longer run is another folder (max_steps is in the fingerprint), so none is
+    needed (keep=0); GRPO keeps its last one, which a longer run continues from (keep=1). In the tiny
+    demo that is 3.8 GB of SFT stage-I checkpoints with their Adam states, and 1.3 GB of GRPO's.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    steps = {p: int(m.group(1)) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))}
+    found = sorted(steps, key=steps.__getitem__)
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]  # as last_checkpoint counts them
+    kept = set(complete[-keep:]) if keep else set()
+    deleted = [p for p in found if p not in kept]
+    for p in deleted:
+        shutil.rmtree(p, ignore_errors=True)
+    return deleted
 
 
 def files_sha1(paths: list[Path]) -> str:

@@ -62,7 +62,7 @@ import torch
 from emotionthinker.config import Config
 from emotionthinker.records import write_text_atomic
 from models.backbone import AudioLM
-from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint
+from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints
 from models.distributed_groups import gather_groups
 from models.grpo_data import GrpoDataset, GrpoPrompt, read_prompts, write_prompts
 from models.grpo_math import ProgressiveSchedule, group_advantages, grpo_loss, ptr_rewards
@@ -523,6 +523,7 @@ class GrpoPtrTrainer:
         if self.accelerator.is_main_process:
             self._log_end(result)
             _write_json(final / RESULT_FILE, result.to_dict())
+            prune_checkpoints(self.output_dir, keep=1)  # the one a longer run continues from
         self.accelerator.wait_for_everyone()
         return result
 
@@ -715,6 +716,16 @@ def policy_source(cfg: Config, override: str | None = None) -> str:
     return override or cfg.grpo.policy_source or cfg.models.policy_source
 
 
+def finished_result(output_dir: Path) -> GrpoResult | None:
+    """The result of a finished run in output_dir (reused), or None. Prunes a run finished before pruning existed."""
+    done = output_dir / "final" / RESULT_FILE
+    if not done.is_file():
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        prune_checkpoints(output_dir, keep=1)
+    return GrpoResult.from_dict({**json.loads(done.read_text()), "reused": True})
+
+
 def train_grpo(
     cfg: Config,
     prompts: Sequence[GrpoPrompt],
@@ -728,9 +739,8 @@ def train_grpo(
 ) -> GrpoResult:
     """Train in this process (every rank calls it under torchrun); a finished run in output_dir is reused."""
     output_dir = Path(output_dir)
-    done = output_dir / "final" / RESULT_FILE
-    if done.is_file():
-        return GrpoResult.from_dict({**json.loads(done.read_text()), "reused": True})
+    if (done := finished_result(output_dir)) is not None:
+        return done
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.grpo.seed)
     lm = AudioLM.from_source(policy_source(cfg, policy), cfg)
@@ -772,9 +782,8 @@ def run_grpo(
     if scorer is not None:
         raise GrpoTrainingError("a launched (multi-process / DeepSpeed) run loads its reward model from reward_source")
     output_dir = Path(output_dir)
-    done = output_dir / "final" / RESULT_FILE
-    if done.is_file():
-        return GrpoResult.from_dict({**json.loads(done.read_text()), "reused": True})
+    if (done := finished_result(output_dir)) is not None:
+        return done
     output_dir.mkdir(parents=True, exist_ok=True)
     write_prompts(output_dir / PROMPTS_FILE, prompts)
     (output_dir / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))

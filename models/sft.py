@@ -36,7 +36,7 @@ from emotionthinker.config import Config
 from emotionthinker.stored_paths import stored_path_from_file
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
-from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, read_done, write_done
+from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, read_done, write_done
 from models.lora import apply_lora, merge_adapter_dir, numel, trainable_counts
 
 log = logging.getLogger(__name__)
@@ -418,6 +418,8 @@ def train_stage(
         raise ValueError(f"unknown SFT stage {stage!r}; known: {STAGES}")
     stage_path = Path(stage_path)
     if (done := read_done(stage_path)) is not None:
+        if int(os.environ.get("RANK", "0")) == 0:
+            prune_checkpoints(stage_path)  # a stage finished before pruning existed
         return StageResult.from_dict({**done, "reused": True})
     stage_path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -486,6 +488,7 @@ def train_stage(
     )
     if trainer.is_world_process_zero():
         write_done(stage_path, result.to_dict())
+        prune_checkpoints(stage_path)
     return result
 
 

@@ -314,12 +314,16 @@ def test_a_resumed_run_continues_at_the_saved_step_and_matches_an_uninterrupted_
     assert json.loads((Path(resumed.model_dir) / "audiolm.json").read_text())["source"] == "grpo-ptr"
     assert not any(p.suffix in (".bin", ".pt", ".pth") for p in Path(resumed.model_dir).iterdir())
 
-    # A finished run is reused by train_grpo; a torn checkpoint (no trainer_state.json) is never resumed.
+    # Finished: only the last checkpoint stays (a longer run continues from it); train_grpo reuses the run.
+    assert sorted(p.name for p in (tmp_path / "crash").glob("checkpoint-*")) == ["checkpoint-4"]
     again = T.train_grpo(crash_cfg, prompts, tmp_path / "crash", scorer=PositionScorer())
     assert again.reused and again.global_step == 4
+    # A torn checkpoint (no trainer_state.json) is never resumed.
     shutil.rmtree(tmp_path / "crash" / "final")
-    (tmp_path / "crash" / "checkpoint-4" / T.STATE_FILE).unlink()
-    assert make_trainer(crash_cfg, prompts, PositionScorer()).resume() == 2
+    torn = tmp_path / "crash" / "checkpoint-6"
+    shutil.copytree(tmp_path / "crash" / "checkpoint-4", torn)
+    (torn / T.STATE_FILE).unlink()
+    assert make_trainer(crash_cfg, prompts, PositionScorer()).resume() == 4
 
 
 def test_num_iterations_reuses_the_batch_with_real_ratios(cfg, tmp_path, scripted):

@@ -3,14 +3,12 @@ where an uninterrupted run ends; a finished stage is reused, not retrained."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from safetensors import safe_open
 from sft_fixtures import shared_sft_dir
 
 from emotionthinker.config import load_config
-from models.checkpoints import last_checkpoint, read_done
+from models.checkpoints import last_checkpoint, prune_checkpoints, read_done
 from models.sft import read_samples, sample_file, train_stage
 
 
@@ -56,8 +54,8 @@ def test_killed_training_resumes_from_the_last_checkpoint(setup):
     assert resumed.resumed_from.endswith("checkpoint-2")
     assert resumed_steps == [3, 4]  # continued from the checkpoint, not from 0
     assert resumed.global_step == 4 and read_done(folder)["global_step"] == 4
-    state = json.loads((folder / "checkpoint-4" / "trainer_state.json").read_text())
-    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    # Done: a rerun reuses final/ and a longer run is another folder, so no checkpoint is kept.
+    assert last_checkpoint(folder) is None and not list(folder.glob("checkpoint-*"))
 
     straight = train_stage("stage1", cfg.models.policy_source, samples, cfg, root / "straight")
     assert straight.resumed_from is None
@@ -143,3 +141,16 @@ def test_a_lora_checkpoint_is_estimated_by_its_adapters(setup):
     apply_lora(lm, s.lora_r, s.lora_alpha, s.lora_dropout, s.lora_target_modules)
     adapters = sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
     assert adapters > 0 and state_bytes_estimate(lm.model) == 3 * 4 * adapters < full
+
+
+def test_pruning_keeps_the_last_complete_checkpoints_and_drops_torn_ones(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, True), (8, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "final").mkdir()
+    deleted = prune_checkpoints(tmp_path, keep=1)
+    assert sorted(p.name for p in deleted) == ["checkpoint-2", "checkpoint-4", "checkpoint-8"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-6", "final"]
+    assert [p.name for p in prune_checkpoints(tmp_path)] == ["checkpoint-6"] and last_checkpoint(tmp_path) is None
+    assert prune_checkpoints(tmp_path / "missing") == []
