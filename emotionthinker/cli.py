@@ -324,14 +324,17 @@ def annotate(
 
 
 def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optional[Path]) -> None:
-    from emotionthinker.retrain import RetrainError, corpus_root
+    from emotionthinker.retrain import RetrainError, corpus_root, workspace_lock
     from emotionthinker.validation import ValidationFailed
     from flows.retrain import retrain_flow
     from models.sft import SftDataError
 
     folder = str(absolute_path(root)) if root else None
-    try:
-        corpus_root(cfg, corpus or cfg.retrain.corpus, folder)  # before Prefect starts; the flow checks it too
+    try:  # before Prefect starts; the flow checks both again
+        corpus_root(cfg, corpus or cfg.retrain.corpus, folder)
+        if cfg.retrain.lock_timeout_s == 0:
+            with workspace_lock(cfg):
+                pass
     except RetrainError as exc:
         _fail(f"retrain cannot start: {exc}", 2)
     try:

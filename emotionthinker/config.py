@@ -525,6 +525,7 @@ class RetrainConfig(_Section):
     eval_split: str = "test"  # split of the ingested manifest the policy is evaluated (and promoted) on
     promote: bool = True  # finish by moving `champion` to the new policy when it wins the gate
     cache: bool = True  # skip a stage whose inputs, settings and code are unchanged since it finished
+    lock_timeout_s: float = Field(0.0, ge=0)  # wait this long for a retrain already running in the workspace
 
 
 class ScheduleConfig(_Section):

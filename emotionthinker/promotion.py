@@ -17,20 +17,19 @@ is moved only if the champion is still the version the decision compared against
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotionthinker.config import Config
+from emotionthinker.locks import LockTimeout, file_lock
 from emotionthinker.services import local_path
 
 if TYPE_CHECKING:
@@ -214,28 +213,6 @@ def lock_path(cfg: Config, model_name: str) -> Path:
     return cfg.workspace / "locks" / f"promote-{_check_name(model_name)}-{key}.lock"
 
 
-@contextmanager
-def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05) -> Iterator[float]:
-    """Exclusive flock on `path` (yields the seconds waited). Each call opens its own file description,
-    so it excludes other threads of this process as well as other processes; the kernel drops the lock
-    if the holder dies, so a crash never leaves a stale lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with open(path, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - start > timeout_s:
-                    raise PromotionError(f"another promotion holds {path} for more than {timeout_s:.0f} s") from None
-                time.sleep(poll_s)
-        try:
-            yield time.monotonic() - start
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 # -- the decision ---------------------------------------------------------------------------------------
 def decide(
     challenger: Evidence | None,
@@ -285,8 +262,11 @@ def promote(
     delta = pc.min_delta if min_delta is None else min_delta
     data = eval_data_version or pc.eval_data_version or None
     if use_file_lock:
-        with file_lock(lock_path(cfg, name), pc.lock_timeout_s) as waited:
-            decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
+        try:
+            with file_lock(lock_path(cfg, name), pc.lock_timeout_s) as waited:
+                decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
+        except LockTimeout as exc:
+            raise PromotionError(f"another promotion of {name} is running: {exc}") from None
         decision.lock_wait_s = waited
         return decision
     return _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)

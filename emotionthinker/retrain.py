@@ -4,21 +4,49 @@ A stage's cache key hashes what decides its output: the stage name, its config s
 version (git commit), its own inputs (file contents where it reads files) and the keys of the stages
 it depends on, so a change anywhere upstream reruns everything downstream and nothing else.
 A cached result is used only while what it points at is still there (output files, MLflow run).
+One retrain runs in a workspace at a time (`workspace_lock`): two would train into the same stage
+folders and add the same data versions at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config, project_path
+from emotionthinker.locks import LockTimeout, file_lock
 
 class RetrainError(ValueError):
     """The retrain flow cannot start as asked (e.g. a corpus without its folder)."""
+
+
+class RetrainBusy(RetrainError):
+    """Another retrain holds the workspace (a scheduled run and a manual one, say)."""
+
+
+def lock_path(cfg: Config) -> Path:
+    return cfg.workspace / "locks" / "retrain.lock"
+
+
+@contextmanager
+def workspace_lock(cfg: Config) -> Iterator[float]:
+    """Hold the workspace's retrain lock for the whole chain (yields the seconds waited); wait at most
+    `retrain.lock_timeout_s` (0: refuse at once) for a retrain already running here."""
+    with ExitStack() as stack:
+        try:
+            waited = stack.enter_context(file_lock(lock_path(cfg), cfg.retrain.lock_timeout_s, poll_s=1.0))
+        except LockTimeout as exc:
+            raise RetrainBusy(
+                f"another retrain is running in this workspace ({cfg.workspace}): {exc.holder}. Wait for it to "
+                "finish (its finished stages are then cached here), set retrain.lock_timeout_s to wait for it, "
+                "or give this run its own paths.workspace and paths.data"
+            ) from None
+        yield waited
 
 
 def corpus_root(cfg: Config, corpus: str, root: str | None) -> str | None:

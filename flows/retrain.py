@@ -112,7 +112,11 @@ def retrain_flow(profile: str = "tiny", config_file: str | None = None, corpus: 
     corpus = corpus or cfg.retrain.corpus
     root = R.corpus_root(cfg, corpus, root)
     params = {"corpus": corpus, "root": root or "", "retrain": cfg.retrain, "config_file": config_file or ""}
-    with start_stage_run(cfg, "retrain", params=params, run_name=f"retrain-{corpus}") as parent, children_of(parent.run_id):
+    with (R.workspace_lock(cfg) as waited,
+          start_stage_run(cfg, "retrain", params=params, run_name=f"retrain-{corpus}") as parent,
+          children_of(parent.run_id)):  # fmt: skip
+        if waited >= 1:
+            logger.info("waited %.0f s for the retrain that held this workspace", waited)
         run = _Chain(cfg, profile, config_file, parent)
         if root is None:
             root = run("demo_corpus")["root"]

@@ -3,6 +3,7 @@ and anything upstream, and with nothing else; stale cached results are recognise
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -167,3 +168,27 @@ def test_the_evaluation_split_must_hold_clips(tmp_path):
     R.check_eval_split(manifest, "all")  # every clip, the trained ones too: the user's explicit choice
     with pytest.raises(R.RetrainError, match=r"'test' has no clips in .* \(its splits: train 1, validation 1\)"):
         R.check_eval_split(manifest, "test")
+
+
+def test_a_second_retrain_in_the_workspace_is_refused_before_prefect_starts(tmp_path, monkeypatch):
+    """A manual retrain while the scheduled one runs would train into the same stage folders at once."""
+    import flows.retrain
+    from typer.testing import CliRunner
+
+    from emotionthinker.cli import app
+    from emotionthinker.config import load_config
+    from emotionthinker.locks import file_lock
+
+    config_file = tmp_path / "site.yaml"
+    config_file.write_text(f"paths:\n  workspace: {tmp_path / 'ws'}\n  data: {tmp_path / 'data'}\n")
+    cfg = load_config("test", config_file, environ={})
+    monkeypatch.setattr(flows.retrain, "retrain_flow", lambda **kw: pytest.fail(f"the flow started: {kw}"))
+    with file_lock(R.lock_path(cfg), 0):  # as the running retrain holds it
+        with pytest.raises(R.RetrainBusy, match=rf"another retrain is running in this workspace \({cfg.workspace}\): "
+                                                rf"pid {os.getpid()} on "):
+            with R.workspace_lock(cfg):
+                pytest.fail("two retrains in one workspace")
+        res = CliRunner().invoke(app, ["retrain", "-p", "test", "-c", str(config_file)])
+        assert res.exit_code == 2 and "retrain cannot start: another retrain is running" in res.output, res.output
+    with R.workspace_lock(cfg) as waited:  # free again
+        assert waited < 1

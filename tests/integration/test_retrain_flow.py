@@ -72,6 +72,18 @@ def test_a_corpus_without_its_folder_is_refused_before_anything_runs(cfg, config
     assert not (cfg.data_dir / "manifests").exists()
 
 
+def test_the_flow_holds_the_workspace_for_its_whole_run(cfg, config_file):
+    """The scheduled run and a manual one (started some other way than the CLI, which checks first)."""
+    from emotionthinker.locks import file_lock
+    from emotionthinker.retrain import RetrainBusy, lock_path
+    from flows.retrain import retrain_flow
+
+    with file_lock(lock_path(cfg), 0):
+        with pytest.raises(RetrainBusy, match="another retrain is running in this workspace"):
+            retrain_flow(profile="test", config_file=config_file(), corpus="demo")
+    assert not (cfg.data_dir / "demo").exists() and not (cfg.data_dir / "manifests").exists()  # no stage ran
+
+
 def test_an_evaluation_split_without_clips_stops_the_chain_right_after_ingest(cfg, config_file, tmp_path):
     """RAVDESS actors 01-02 alone (../shared/data) are all 'train' under the by-actor protocol: the chain used
     to train every model before its evaluation found no 'test' clip."""
