@@ -29,16 +29,21 @@ def hold(path: Path, seconds: float) -> subprocess.Popen:
     return child
 
 
-def test_a_held_lock_names_its_holder_and_a_killed_holder_releases_it(tmp_path):
-    path = tmp_path / "locks" / "x.lock"
+def refused_while_held(path: Path, timeout_s: float, match: str) -> None:
+    """Try the lock while another process holds it (`match` may name its {pid}); kill that process after."""
     child = hold(path, 120)
     try:
-        with pytest.raises(LockTimeout, match=rf"x\.lock is held now by pid {child.pid} on \S+ since \S+ \(`-c "):
-            with file_lock(path, 0):
+        with pytest.raises(LockTimeout, match=match.format(pid=child.pid)):
+            with file_lock(path, timeout_s):
                 pytest.fail("got a lock another process holds")
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_held_lock_names_its_holder_and_a_killed_holder_releases_it(tmp_path):
+    path = tmp_path / "locks" / "x.lock"
+    refused_while_held(path, 0, r"x\.lock is held now by pid {pid} on \S+ since \S+ \(`-c ")
     with file_lock(path, 0) as waited:  # the kernel dropped the dead holder's lock: nothing stale
         assert waited < 1 and json.loads(path.read_text())["pid"] == os.getpid()
     assert path.read_text() == ""  # a released lock names no holder
@@ -50,11 +55,4 @@ def test_a_wait_is_bounded_by_the_timeout(tmp_path):
     with file_lock(path, 60) as waited:  # the holder finishes within the wait
         assert 0 < waited < 60
     child.wait()
-    child = hold(path, 60)
-    try:
-        with pytest.raises(LockTimeout, match=r"held for more than 0\.3 s by pid"):
-            with file_lock(path, 0.3):
-                pytest.fail("got a lock another process holds")
-    finally:
-        child.kill()
-        child.wait()
+    refused_while_held(path, 0.3, r"held for more than 0\.3 s by pid {pid} ")
