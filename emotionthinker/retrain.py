@@ -41,9 +41,10 @@ def workspace_lock(cfg: Config) -> Iterator[float]:
         try:
             waited = stack.enter_context(file_lock(lock_path(cfg), cfg.retrain.lock_timeout_s, poll_s=1.0))
         except LockTimeout as exc:
+            waited = f", still after retrain.lock_timeout_s={exc.timeout_s:g} s" if exc.timeout_s else ""
             raise RetrainBusy(
-                f"another retrain is running in this workspace ({cfg.workspace}): {exc.holder}. Wait for it to "
-                "finish (its finished stages are then cached here), set retrain.lock_timeout_s to wait for it, "
+                f"another retrain is running in this workspace ({cfg.workspace}): {exc.holder}{waited}. Wait for it "
+                "to finish (its finished stages are then cached here), set retrain.lock_timeout_s to wait for it, "
                 "or give this run its own paths.workspace and paths.data"
             ) from None
         yield waited

@@ -190,5 +190,9 @@ def test_a_second_retrain_in_the_workspace_is_refused_before_prefect_starts(tmp_
                 pytest.fail("two retrains in one workspace")
         res = CliRunner().invoke(app, ["retrain", "-p", "test", "-c", str(config_file)])
         assert res.exit_code == 2 and "retrain cannot start: another retrain is running" in res.output, res.output
+        cfg.retrain.lock_timeout_s = 0.2
+        with pytest.raises(R.RetrainBusy, match=r"`\), still after retrain.lock_timeout_s=0.2 s\. Wait"):
+            with R.workspace_lock(cfg):
+                pytest.fail("two retrains in one workspace")
     with R.workspace_lock(cfg) as waited:  # free again
         assert waited < 1
