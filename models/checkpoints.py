@@ -18,9 +18,12 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from emotionthinker.locks import LockTimeout, file_lock
 from emotionthinker.records import write_text_atomic
 
 DONE_FILE = "sft_stage.json"
@@ -39,6 +42,21 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 def stage_dir(root: Path, stage: str, fp: str) -> Path:
     return Path(root) / f"{stage}-{fp}"
+
+
+@contextmanager
+def stage_lock(folder: Path, error: type[Exception] = RuntimeError) -> Iterator[None]:
+    """One process trains into a stage folder at a time; a second one (same settings, so the same folder:
+    a hand-started `train` beside the nightly retrain, say) raises `error` at once instead of writing
+    checkpoints into the same folder. The lock file sits beside the folder."""
+    folder = Path(folder)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(folder.parent / f"{folder.name}.lock", 0))
+        except LockTimeout as exc:
+            raise error(f"another process is training into {folder}: {exc.holder}. Run this again when it has "
+                        "finished: the finished stage is then reused") from None
+        yield
 
 
 def last_checkpoint(folder: Path) -> Path | None:

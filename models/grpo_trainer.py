@@ -62,7 +62,7 @@ import torch
 from emotionthinker.config import Config
 from emotionthinker.records import write_text_atomic
 from models.backbone import AudioLM
-from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints
+from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, stage_lock
 from models.distributed_groups import gather_groups
 from models.grpo_data import GrpoDataset, GrpoPrompt, read_prompts, write_prompts
 from models.grpo_math import ProgressiveSchedule, group_advantages, grpo_loss, ptr_rewards
@@ -775,13 +775,21 @@ def run_grpo(
 ) -> GrpoResult:
     """Train here, or under torchrun with grpo.num_processes processes when DeepSpeed or several
     processes are configured (DeepSpeed needs a distributed launcher and must not start in a flow's
-    worker thread). A launched run loads the reward model in each rank from `reward_source`."""
+    worker thread). A launched run loads the reward model in each rank from `reward_source`. One process at
+    a time per output folder."""
+    with stage_lock(Path(output_dir), GrpoTrainingError):
+        return _run_grpo_locked(cfg, prompts, Path(output_dir), policy=policy, reward_source=reward_source,
+                                scorer=scorer, run_id=run_id, fingerprint=fingerprint, timeout_s=timeout_s)  # fmt: skip
+
+
+def _run_grpo_locked(cfg: Config, prompts: Sequence[GrpoPrompt], output_dir: Path, *, policy: str | None,
+                     reward_source: str | None, scorer: ReasoningScorer | None, run_id: str | None,
+                     fingerprint: str, timeout_s: float | None) -> GrpoResult:  # fmt: skip
     if not needs_launcher(cfg):
         return train_grpo(cfg, prompts, output_dir, policy=policy, reward_source=reward_source, scorer=scorer,
                           run_id=run_id, fingerprint=fingerprint)  # fmt: skip
     if scorer is not None:
         raise GrpoTrainingError("a launched (multi-process / DeepSpeed) run loads its reward model from reward_source")
-    output_dir = Path(output_dir)
     if (done := finished_result(output_dir)) is not None:
         return done
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -796,10 +804,11 @@ def run_grpo(
     with open(log_path, "a", encoding="utf-8") as out:
         rc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout_s, stdout=out,
                             stderr=subprocess.STDOUT).returncode  # fmt: skip
-    if rc != 0 or not done.is_file():
+    result_file = output_dir / "final" / RESULT_FILE
+    if rc != 0 or not result_file.is_file():
         tail = log_path.read_text(errors="replace")[-4000:]
         raise GrpoTrainingError(f"GRPO-PTR under torchrun exited with {rc} (log {log_path}):\n{tail}")
-    return GrpoResult.from_dict(json.loads(done.read_text()))
+    return GrpoResult.from_dict(json.loads(result_file.read_text()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

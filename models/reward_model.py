@@ -495,8 +495,8 @@ def train_reward_model(train: Sequence[RmTuple], cfg: Config, run=None):
     when training runs in this process; under torchrun they are logged from the result afterwards.
     """
     from models.assemble import write_manifest
-    from models.checkpoints import stage_dir
-    from models.sft import mlflow_step_logger, needs_launcher, run_stage, train_stage
+    from models.checkpoints import stage_dir, stage_lock
+    from models.sft import SftTrainingError, mlflow_step_logger, needs_launcher, run_stage, train_stage
 
     if not train:
         raise RmDataError("no training tuples")
@@ -515,7 +515,8 @@ def train_reward_model(train: Sequence[RmTuple], cfg: Config, run=None):
                 run.log_metrics({"train/loss": loss}, step=step)
     else:
         callbacks = [mlflow_step_logger(run, "train")] if run is not None else []
-        result = train_stage(stage, base, samples, tcfg, folder, run_id=None, fingerprint=fp, callbacks=callbacks)
+        with stage_lock(folder, SftTrainingError):  # run_stage locks the launched path itself
+            result = train_stage(stage, base, samples, tcfg, folder, run_id=None, fingerprint=fp, callbacks=callbacks)
     final = Path(result.model_dir)
     manifest = json.loads((final / "audiolm.json").read_text())
     if manifest.get("source") != "reward_model":  # say what this model is and which prompt it answers

@@ -36,7 +36,9 @@ from emotionthinker.config import Config
 from emotionthinker.stored_paths import stored_path_from_file
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
-from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, read_done, write_done
+from models.checkpoints import (
+    ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, read_done, stage_lock, write_done,
+)  # fmt: skip
 from models.lora import apply_lora, merge_adapter_dir, numel, trainable_counts
 
 log = logging.getLogger(__name__)
@@ -551,12 +553,18 @@ def run_stage(
     fingerprint: str = "",
     timeout_s: float | None = None,
 ) -> StageResult:
-    """Train a stage here, or under torchrun with cfg.sft.num_processes processes (see module docstring)."""
+    """Train a stage here, or under torchrun with cfg.sft.num_processes processes (see module docstring);
+    one process at a time per stage folder."""
+    with stage_lock(stage_path, SftTrainingError):
+        return _run_stage_locked(stage, base_source, samples, cfg, Path(stage_path), run_id, fingerprint, timeout_s)
+
+
+def _run_stage_locked(stage: str, base_source: str, samples: Sequence[SftSample], cfg: Config, stage_path: Path,
+                      run_id: str | None, fingerprint: str, timeout_s: float | None) -> StageResult:  # fmt: skip
     if not needs_launcher(cfg):
         return train_stage(stage, base_source, samples, cfg, stage_path, run_id, fingerprint)
     if (done := read_done(stage_path)) is not None:
         return StageResult.from_dict({**done, "reused": True})
-    stage_path = Path(stage_path)
     stage_path.mkdir(parents=True, exist_ok=True)
     write_samples(stage_path / TRAIN_SAMPLES_FILE, samples)
     (stage_path / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))

@@ -453,3 +453,13 @@ def test_a_checkpoint_the_disk_cannot_hold_fails_before_writing_and_the_rerun_re
     with pytest.raises(C.CheckpointSpaceError, match="starts again from step 0"):
         fresh.train()
     assert fresh.step_done == 0
+
+
+def test_a_second_process_on_the_same_output_folder_is_refused(cfg, tmp_path):
+    from emotionthinker.locks import file_lock
+
+    folder = tmp_path / "grpo-busy"
+    with file_lock(tmp_path / "grpo-busy.lock", 0):  # as another process training into `folder` holds it
+        with pytest.raises(T.GrpoTrainingError, match=r"another process is training into .*grpo-busy: pid \d+ on "):
+            T.run_grpo(grpo_cfg(cfg, tmp_path), write_clips(tmp_path / "audio"), folder, scorer=PositionScorer())
+    assert not folder.exists()

@@ -154,3 +154,16 @@ def test_pruning_keeps_the_last_complete_checkpoints_and_drops_torn_ones(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-6", "final"]
     assert [p.name for p in prune_checkpoints(tmp_path)] == ["checkpoint-6"] and last_checkpoint(tmp_path) is None
     assert prune_checkpoints(tmp_path / "missing") == []
+
+
+def test_a_second_process_on_the_same_stage_folder_is_refused(setup):
+    """Two trainings into one folder would interleave their checkpoints; the second is refused at once."""
+    from emotionthinker.locks import file_lock
+    from models.sft import SftTrainingError, run_stage
+
+    cfg, samples, root = setup
+    folder = root / "busy"
+    with file_lock(root / "busy.lock", 0):  # as another process training into `folder` holds it
+        with pytest.raises(SftTrainingError, match=r"another process is training into .*busy: pid \d+ on "):
+            run_stage("stage1", cfg.models.policy_source, samples, cfg, folder)
+    assert not folder.exists()  # nothing was written
