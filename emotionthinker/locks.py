@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,10 +40,12 @@ def holder_of(path: Path) -> str:
 
 
 @contextmanager
-def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05) -> Iterator[float]:
+def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05,
+              refuse: Callable[[LockTimeout], Exception] | None = None) -> Iterator[float]:  # fmt: skip
     """Hold an exclusive flock on `path`, waiting at most `timeout_s` (0: do not wait); yield the seconds
     waited. Each call opens its own file description, so it excludes other threads of this process as
-    well as other processes."""
+    well as other processes. When the lock is not got, raises `refuse(timeout)` (the caller's own error)
+    or the LockTimeout itself; errors of the body pass through untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -54,7 +56,8 @@ def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05) -> Iterator[fl
                 break
             except BlockingIOError:
                 if time.monotonic() - start >= timeout_s:
-                    raise LockTimeout(path, timeout_s, holder_of(path)) from None
+                    timeout = LockTimeout(path, timeout_s, holder_of(path))
+                    raise (refuse(timeout) if refuse else timeout) from None
                 time.sleep(poll_s)
         try:
             waited = time.monotonic() - start

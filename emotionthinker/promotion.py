@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotionthinker.config import Config
-from emotionthinker.locks import LockTimeout, file_lock
+from emotionthinker.locks import file_lock
 from emotionthinker.services import local_path
 
 if TYPE_CHECKING:
@@ -262,11 +262,11 @@ def promote(
     delta = pc.min_delta if min_delta is None else min_delta
     data = eval_data_version or pc.eval_data_version or None
     if use_file_lock:
-        try:
-            with file_lock(lock_path(cfg, name), pc.lock_timeout_s) as waited:
-                decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
-        except LockTimeout as exc:
-            raise PromotionError(f"another promotion of {name} is running: {exc}") from None
+        def busy(exc: Exception) -> PromotionError:
+            return PromotionError(f"another promotion of {name} is running: {exc}")
+
+        with file_lock(lock_path(cfg, name), pc.lock_timeout_s, refuse=busy) as waited:
+            decision = _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)
         decision.lock_wait_s = waited
         return decision
     return _promote_locked(cfg, name, metric, delta, data, evaluate_fn, version)

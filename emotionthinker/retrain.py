@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,16 +37,15 @@ def lock_path(cfg: Config) -> Path:
 def workspace_lock(cfg: Config) -> Iterator[float]:
     """Hold the workspace's retrain lock for the whole chain (yields the seconds waited); wait at most
     `retrain.lock_timeout_s` (0: refuse at once) for a retrain already running here."""
-    with ExitStack() as stack:
-        try:
-            waited = stack.enter_context(file_lock(lock_path(cfg), cfg.retrain.lock_timeout_s, poll_s=1.0))
-        except LockTimeout as exc:
-            waited = f", still after retrain.lock_timeout_s={exc.timeout_s:g} s" if exc.timeout_s else ""
-            raise RetrainBusy(
-                f"another retrain is running in this workspace ({cfg.workspace}): {exc.holder}{waited}. Wait for it "
-                "to finish (its finished stages are then cached here), set retrain.lock_timeout_s to wait for it, "
-                "or give this run its own paths.workspace and paths.data"
-            ) from None
+    def busy(exc: LockTimeout) -> RetrainBusy:
+        waited = f", still after retrain.lock_timeout_s={exc.timeout_s:g} s" if exc.timeout_s else ""
+        return RetrainBusy(
+            f"another retrain is running in this workspace ({cfg.workspace}): {exc.holder}{waited}. Wait for it "
+            "to finish (its finished stages are then cached here), set retrain.lock_timeout_s to wait for it, "
+            "or give this run its own paths.workspace and paths.data"
+        )
+
+    with file_lock(lock_path(cfg), cfg.retrain.lock_timeout_s, poll_s=1.0, refuse=busy) as waited:
         yield waited
 
 

@@ -56,3 +56,16 @@ def test_a_wait_is_bounded_by_the_timeout(tmp_path):
         assert 0 < waited < 60
     child.wait()
     refused_while_held(path, 0.3, r"held for more than 0\.3 s by pid {pid} ")
+
+
+def test_a_refused_lock_raises_the_callers_error_and_the_body_s_errors_pass_through(tmp_path):
+    path = tmp_path / "x.lock"
+    refused = []
+    with file_lock(path, 0):
+        with pytest.raises(KeyError, match="busy"):
+            with file_lock(path, 0, refuse=lambda exc: refused.append(exc) or KeyError("busy")):
+                pytest.fail("got a held lock")
+    assert isinstance(refused[0], LockTimeout) and refused[0].path == path
+    with pytest.raises(LockTimeout, match="from the body"):  # not turned into the caller's error
+        with file_lock(path, 0, refuse=lambda exc: KeyError("busy")):
+            raise LockTimeout(path, 0, "from the body")
