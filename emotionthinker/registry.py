@@ -9,7 +9,7 @@ new version resolves to that version's own copy.
 
 A folder whose files are byte-identical to a registered version's (tag `weights_md5`) is not
 registered again: a retrain after a code change re-runs its stages (the code is in every cache key),
-and a training stage that resumes its finished checkpoints yields the same weights; a second copy
+and a training stage whose inputs did not change reuses its finished model; a second copy
 would cost the artifact store the whole model (0.5 GB for the tiny policy) and show the registry two
 versions that are one model. The alias moves to the existing version instead.
 """

@@ -18,8 +18,9 @@ import hashlib
 import json
 import re
 import shutil
+import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,18 @@ def stage_lock(folder: Path, error: type[Exception] = RuntimeError) -> Iterator[
     a hand-started `train` beside the nightly retrain, say) raises `error` at once instead of writing
     checkpoints into the same folder. The lock file sits beside the folder."""
     folder = Path(folder)
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(folder.parent / f"{folder.name}.lock", 0))
-        except LockTimeout as exc:
-            raise error(f"another process is training into {folder}: {exc.holder}. Run this again when it has "
-                        "finished: the finished stage is then reused") from None
+
+    def busy(exc: LockTimeout) -> Exception:
+        return error(f"another process is training into {folder}: {exc.holder}. Run this again when it has "
+                     "finished: the finished stage is then reused")
+
+    with file_lock(folder.parent / f"{folder.name}.lock", 0, refuse=busy):
         yield
+
+
+def is_rank_zero() -> bool:
+    """This process writes shared files: rank 0 under torchrun, or a plain (unlaunched) process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -79,6 +85,15 @@ def read_done(folder: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def finished_stage(folder: Path) -> dict[str, Any] | None:
+    """read_done for reuse: a finished stage's summary, its checkpoints pruned (a stage finished before
+    pruning existed keeps them until it is next reused), or None when the stage never finished."""
+    done = read_done(folder)
+    if done is not None and is_rank_zero():
+        prune_checkpoints(folder)
+    return done
 
 
 def write_done(folder: Path, summary: dict[str, Any]) -> Path:

@@ -62,7 +62,7 @@ import torch
 from emotionthinker.config import Config
 from emotionthinker.records import write_text_atomic
 from models.backbone import AudioLM
-from models.checkpoints import ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, stage_lock
+from models.checkpoints import ensure_room_for_checkpoint, is_rank_zero, last_checkpoint, prune_checkpoints, stage_lock
 from models.distributed_groups import gather_groups
 from models.grpo_data import GrpoDataset, GrpoPrompt, read_prompts, write_prompts
 from models.grpo_math import ProgressiveSchedule, group_advantages, grpo_loss, ptr_rewards
@@ -721,7 +721,7 @@ def finished_result(output_dir: Path) -> GrpoResult | None:
     done = output_dir / "final" / RESULT_FILE
     if not done.is_file():
         return None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_rank_zero():
         prune_checkpoints(output_dir, keep=1)
     return GrpoResult.from_dict({**json.loads(done.read_text()), "reused": True})
 
@@ -824,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config.model_validate_json((a.output_dir / CONFIG_FILE).read_text())
     result = train_grpo(cfg, read_prompts(a.output_dir / PROMPTS_FILE), a.output_dir, policy=a.policy,
                         reward_source=a.reward, run_id=a.run_id, fingerprint=a.fingerprint)  # fmt: skip
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_rank_zero():
         print(json.dumps(result.summary()))
     return 0
 

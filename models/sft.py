@@ -37,7 +37,8 @@ from emotionthinker.stored_paths import stored_path_from_file
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
 from models.checkpoints import (
-    ensure_room_for_checkpoint, last_checkpoint, prune_checkpoints, read_done, stage_lock, write_done,
+    ensure_room_for_checkpoint, finished_stage, is_rank_zero, last_checkpoint, prune_checkpoints, read_done,
+    stage_lock, write_done,
 )  # fmt: skip
 from models.lora import apply_lora, merge_adapter_dir, numel, trainable_counts
 
@@ -419,9 +420,7 @@ def train_stage(
     if stage not in STAGES:
         raise ValueError(f"unknown SFT stage {stage!r}; known: {STAGES}")
     stage_path = Path(stage_path)
-    if (done := read_done(stage_path)) is not None:
-        if int(os.environ.get("RANK", "0")) == 0:
-            prune_checkpoints(stage_path)  # a stage finished before pruning existed
+    if (done := finished_stage(stage_path)) is not None:
         return StageResult.from_dict({**done, "reused": True})
     stage_path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -563,7 +562,7 @@ def _run_stage_locked(stage: str, base_source: str, samples: Sequence[SftSample]
                       run_id: str | None, fingerprint: str, timeout_s: float | None) -> StageResult:  # fmt: skip
     if not needs_launcher(cfg):
         return train_stage(stage, base_source, samples, cfg, stage_path, run_id, fingerprint)
-    if (done := read_done(stage_path)) is not None:
+    if (done := finished_stage(stage_path)) is not None:
         return StageResult.from_dict({**done, "reused": True})
     stage_path.mkdir(parents=True, exist_ok=True)
     write_samples(stage_path / TRAIN_SAMPLES_FILE, samples)
@@ -597,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config.model_validate_json((a.stage_dir / CONFIG_FILE).read_text())
     samples = read_samples(a.stage_dir / TRAIN_SAMPLES_FILE)
     result = train_stage(a.stage, a.base, samples, cfg, a.stage_dir, a.run_id, a.fingerprint)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_rank_zero():
         print(json.dumps({"global_step": result.global_step, "model_dir": result.model_dir}))
     return 0
 

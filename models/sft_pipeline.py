@@ -19,7 +19,7 @@ from typing import Any
 from emotionthinker.config import Config, project_path
 from emotionthinker.stored_paths import absolute_path
 from emotionthinker.validation import ValidationFailed
-from models.checkpoints import files_sha1, fingerprint, read_done, stage_dir
+from models.checkpoints import files_sha1, finished_stage, fingerprint, stage_dir
 from models.sft import (
     DEEPSPEED_FILE, SPLITS, STAGES, SftDataError, SftSample, StageResult, check_audio, quarantine_reasons,
     read_samples, run_stage, sample_file,
@@ -156,7 +156,7 @@ def train_stage_logged(stage: str, base: str, base_id: str, data: SftData, cfg: 
 
     fp = stage_fingerprint(stage, base_id, data, cfg)
     folder = stage_dir(output_root(cfg), stage, fp)
-    if (done := read_done(folder)) is not None:
+    if (done := finished_stage(folder)) is not None:
         log.info("%s: reusing finished stage %s", stage, folder)
         return StageResult.from_dict({**done, "reused": True})
     samples = data.samples[f"{stage}.train"]

@@ -156,6 +156,16 @@ def test_pruning_keeps_the_last_complete_checkpoints_and_drops_torn_ones(tmp_pat
     assert prune_checkpoints(tmp_path / "missing") == []
 
 
+def test_reusing_a_finished_stage_prunes_what_it_kept_from_before_pruning(tmp_path):
+    from models.checkpoints import finished_stage, write_done
+
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert finished_stage(tmp_path) is None and (tmp_path / "checkpoint-2").is_dir()  # not finished: kept to resume
+    write_done(tmp_path, {"global_step": 2})
+    assert finished_stage(tmp_path) == {"global_step": 2} and last_checkpoint(tmp_path) is None
+
+
 def test_a_second_process_on_the_same_stage_folder_is_refused(setup):
     """Two trainings into one folder would interleave their checkpoints; the second is refused at once."""
     from emotionthinker.locks import file_lock
