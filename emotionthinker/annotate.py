@@ -40,8 +40,8 @@ from emotionthinker.prosody.levels import (
 )
 from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.records import (
-    QuarantineRecord, append_jsonl, iter_jsonl, prepare_resume, reason_code, sort_jsonl, write_jsonl,
-    write_text_atomic,
+    QuarantineRecord, append_jsonl, check_ids, iter_jsonl, prepare_resume, read_input_jsonl, reason_code, sort_jsonl,
+    write_jsonl, write_text_atomic,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -369,13 +369,11 @@ def annotate_manifest(
     t0 = time.perf_counter()
     out = Path(out)
     measures_path, quarantine_path, calib_path = annotated_paths(out)
-    records = list(iter_jsonl(manifest)) if isinstance(manifest, (str, Path)) else list(manifest)
+    records = read_input_jsonl(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
     if limit is not None:
         records = records[:limit]
-    ids = [r["id"] for r in records]
-    dupes = [k for k, n in Counter(ids).items() if n > 1]
-    if dupes:
-        raise ValueError(f"manifest has duplicate ids (first: {dupes[:3]}); ids must be unique to resume safely")
+    ids = check_ids(records, str(manifest) if isinstance(manifest, (str, Path)) else "manifest")
+    given = Calibration.load(calibration) if calibration is not None else None  # before hours of measuring
     changed = _restart_unless_same_settings(settings_path(out), measure_settings(cfg, use_asr, records),
                                             (measures_path, quarantine_path))  # fmt: skip
     if changed:
@@ -406,10 +404,10 @@ def annotate_manifest(
 
     wanted = set(ids)
     # First record per id: a measures file shared by two concurrent runs must not duplicate output rows.
-    measured = list({r["id"]: r for r in reversed(list(iter_jsonl(measures_path))) if r["id"] in wanted}.values())
+    measured = list({r["id"]: r for r in reversed(list(iter_jsonl(measures_path, torn_tail=True))) if r["id"] in wanted}.values())
     annotated: list[dict[str, Any]] = []
-    if calibration is not None:
-        calib: Calibration | None = Calibration.load(calibration)
+    if given is not None:
+        calib: Calibration | None = given
     elif measured:
         calib = fit_calibration_from_records(measured, cfg, reference=load_reference_calibration())
     else:  # every clip quarantined: nothing to calibrate; the failure rate stops the flow
@@ -430,7 +428,7 @@ def annotate_manifest(
     done = {r["id"] for r in annotated}
     # A clip quarantined by an earlier calibration and annotated now counts once, as annotated.
     # One entry per id (the latest): a rerun may have quarantined the same clip again.
-    quarantined = list({q["id"]: q for q in iter_jsonl(quarantine_path) if q["id"] in wanted and q["id"] not in done}.values())
+    quarantined = list({q["id"]: q for q in iter_jsonl(quarantine_path, torn_tail=True) if q["id"] in wanted and q["id"] not in done}.values())
     return AnnotateReport(
         out=out,
         measures=measures_path,
@@ -466,7 +464,7 @@ def finalize_validated(report: AnnotateReport, validation: Any, cfg: Config) -> 
     if validation.quarantined:
         write_jsonl(report.out, validation.valid)
         # A rerun validates the same rows again: a clip already quarantined for the same reason is not repeated.
-        known = {(q["id"], q["stage"], q["reason"]) for q in iter_jsonl(report.quarantine)}
+        known = {(q["id"], q["stage"], q["reason"]) for q in iter_jsonl(report.quarantine, torn_tail=True)}
         for q in validation.quarantined:
             if (q.id, q.stage, q.reason) not in known:
                 append_jsonl(report.quarantine, q)

@@ -273,16 +273,15 @@ def sft_data(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Build the prosody-centric SFT corpus: stress, attribute, comparative, ASR and CoT samples, GX-validated."""
-    from emotionthinker.records import read_jsonl
+    from emotionthinker.records import read_input_jsonl, read_jsonl
     from emotionthinker.sft_data import build_sft_corpus
     from emotionthinker.validation import ValidationFailed
 
     cfg = _cfg(profile, config)
-    for path in (annotated, cot_file):
-        if path is not None and not path.is_file():
-            _fail(f"no such file: {path}", 2)
+    if cot_file is not None and not cot_file.is_file():
+        _fail(f"no such file: {cot_file}", 2)
     try:
-        report = build_sft_corpus(read_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
+        report = build_sft_corpus(read_input_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
     except ValidationFailed as exc:
         _fail(f"sft-data stopped: {exc}; quarantine files in {out}")
     typer.echo(report.summary())
@@ -702,5 +701,16 @@ def train_grpo(
     typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
 
 
+def main() -> None:
+    """Console entry point: bad input found deep inside a stage ends as one red line and exit 2, not a traceback."""
+    from emotionthinker.errors import InputError
+
+    try:
+        app()
+    except InputError as exc:
+        typer.secho(f"bad input: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

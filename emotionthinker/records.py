@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from emotionthinker.errors import InputError
 from emotionthinker.labels import LABELS
 
 Split = Literal["train", "validation", "test"]
@@ -69,25 +71,66 @@ def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    return list(iter_jsonl(path))
+class JsonlError(InputError):
+    """A JSON Lines file with a line that is not a JSON object."""
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield records; a torn last line (a killed writer) is skipped, any other bad line raises."""
+def read_jsonl(path: str | Path, *, torn_tail: bool = False) -> list[dict[str, Any]]:
+    return list(iter_jsonl(path, torn_tail=torn_tail))
+
+
+def iter_jsonl(path: str | Path, *, torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON Lines file (none when it does not exist); a bad line raises JsonlError.
+
+    torn_tail=True is for files the platform streams to: a last line without its newline that does not
+    parse is a write cut off by a kill (or still under way in another process) and is skipped. An input
+    file is read whole, so a bad record is an error with its line number, never a silently lost record.
+    """
     path = Path(path)
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            if lineno == len(lines):
+            if torn_tail and lineno == len(lines) and not text.endswith("\n"):
                 return
-            raise ValueError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+            raise JsonlError(f"{path}:{lineno}: not valid JSON ({exc}): {_excerpt(line)}") from exc
+        if not isinstance(rec, dict):
+            raise JsonlError(f"{path}:{lineno}: a JSON {type(rec).__name__}, expected an object (one record per line): {_excerpt(line)}")
+        yield rec
+
+
+def read_input_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a stage's input file; a missing or empty one is an InputError, not an empty dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    records = read_jsonl(path)
+    if not records:
+        raise InputError(f"{path} holds no records")
+    return records
+
+
+def check_ids(records: Sequence[dict[str, Any]], source: str) -> list[str]:
+    """The records' ids; a record without one, or an id used twice, is an InputError (resume keys on ids)."""
+    ids = [r.get("id") for r in records]
+    missing = [n for n, i in enumerate(ids, 1) if not i]
+    if missing:
+        raise InputError(f"{source}: {len(missing)} records without an id (first: record {missing[0]})")
+    dupes = [k for k, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise InputError(f"{source}: duplicate ids (first: {dupes[:3]}); ids must be unique to resume safely")
+    return ids  # type: ignore[return-value]
+
+
+def _excerpt(line: str, width: int = 80) -> str:
+    line = line.strip()
+    return repr(line if len(line) <= width else line[: width - 3] + "...")
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -153,4 +196,4 @@ def prepare_resume(path: str | Path, key: str = "id") -> set[str]:
         cut = data.rfind(b"\n") + 1
         with path.open("r+b") as fh:
             fh.truncate(cut)
-    return {rec[key] for rec in iter_jsonl(path) if key in rec}
+    return {rec[key] for rec in iter_jsonl(path, torn_tail=True) if key in rec}

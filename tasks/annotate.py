@@ -1,7 +1,8 @@
 """Prefect tasks of the annotate flow: thin wrappers around emotionthinker.annotate / annotation_report.
 
 Annotation itself is resumable at the record level (streamed measures keyed by
-id), so the task retries once after a crash and continues where it stopped.
+id), so the task retries once after a crash and continues where it stopped; bad input (a
+manifest line that is not JSON, an unreadable calibration) fails at once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from emotionthinker import annotate, annotation_report
 from emotionthinker.config import Config
 from emotionthinker.validation import ValidationReport
+from tasks.retry import unless_input_error
 
 
-@task(name="annotate-clips", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="annotate-clips", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=unless_input_error)
 def annotate_clips(
     manifest: Path, out: Path, cfg: Config, use_asr: bool, calibration: Path | None, workers: int | None
 ) -> annotate.AnnotateReport:

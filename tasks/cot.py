@@ -1,6 +1,7 @@
 """Prefect tasks of the CoT flow (thin wrappers around emotionthinker.cot.stage).
 
 Writing reasoning retries: endpoint trouble is transient, and the writer resumes by record id.
+Bad input (an annotated file with a line that is not JSON) fails at once.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 from emotionthinker.config import Config
 from emotionthinker.cot import stage
+from tasks.retry import unless_input_error
 
 
-@task(name="write-cot-and-rm-tuples", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+@task(name="write-cot-and-rm-tuples", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+      retry_condition_fn=unless_input_error)
 def write_cot_data(annotated: Path, cfg: Config, out_dir: Path | None) -> stage.CotStageResult:
     return stage.run_cot_stage(annotated, cfg, out_dir)
 

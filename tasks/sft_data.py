@@ -13,10 +13,10 @@ from emotionthinker.sft_data.corpus import SftCorpusReport
 
 @task(name="build-sft-corpus", cache_policy=NO_CACHE)
 def build_corpus(annotated: Path, cot: Path | None, out: Path, cfg: Config) -> SftCorpusReport:
-    from emotionthinker.records import read_jsonl
+    from emotionthinker.records import read_input_jsonl, read_jsonl
     from emotionthinker.sft_data import build_sft_corpus
 
-    return build_sft_corpus(read_jsonl(annotated), read_jsonl(cot) if cot else None, out, cfg)
+    return build_sft_corpus(read_input_jsonl(annotated), read_jsonl(cot) if cot else None, out, cfg)
 
 
 @task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

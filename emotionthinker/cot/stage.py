@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotionthinker.config import Config
-from emotionthinker.records import append_jsonl, read_jsonl, write_jsonl
+from emotionthinker.records import append_jsonl, read_input_jsonl, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +41,7 @@ def run_cot_stage(annotated: Path, cfg: Config, out_dir: Path | None = None) -> 
     out_dir = Path(out_dir) if out_dir else cot_dir(cfg, annotated)
     out_dir.mkdir(parents=True, exist_ok=True)
     cot_path, rm_path, quarantine = out_dir / "emotion_cot.jsonl", out_dir / "rm_tuples.jsonl", out_dir / "quarantine.jsonl"
-    report = write_cot(read_jsonl(annotated), cot_path, cfg, progress=True)
+    report = write_cot(read_input_jsonl(annotated), cot_path, cfg, progress=True)
     cot_validation = validate_cot_records(read_jsonl(cot_path), cfg)
     _keep_valid(cot_path, cot_validation, quarantine)
     rm_summary = write_rm_tuples(cot_path, rm_path, cfg)

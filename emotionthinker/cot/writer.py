@@ -92,7 +92,7 @@ def _error_record(rec: dict[str, Any], reason: str, **extra: Any) -> dict[str, A
 def _reset_errors(errors_path: Path, done: set[str], retry_ids: set[str]) -> set[str]:
     """Drop error entries for ids that are written or will be retried now; return ids still errored."""
     prepare_resume(errors_path)
-    kept = [e for e in iter_jsonl(errors_path) if e.get("id") not in done and e.get("id") not in retry_ids]
+    kept = [e for e in iter_jsonl(errors_path, torn_tail=True) if e.get("id") not in done and e.get("id") not in retry_ids]
     if errors_path.exists():
         write_jsonl(errors_path, kept)
     return {e["id"] for e in kept if "id" in e}

@@ -174,10 +174,10 @@ def predict_records(
                 on_batch(min(start + batch_size, len(todo)), len(todo))
     finally:
         bar.close()
-    by_id = {p["id"]: p for p in iter_jsonl(pred_path)}
+    by_id = {p["id"]: p for p in iter_jsonl(pred_path, torn_tail=True)}
     rows = [output_row(r, by_id[r["id"]]["output"], by_id[r["id"]]["n_tokens"]) for r in records if r["id"] in by_id]
     wanted = {r["id"] for r in records}
-    quarantined = list({q["id"]: q for q in iter_jsonl(quar_path) if q["id"] in wanted and q["id"] not in by_id}.values())
+    quarantined = list({q["id"]: q for q in iter_jsonl(quar_path, torn_tail=True) if q["id"] in wanted and q["id"] not in by_id}.values())
     return PredictionResult(rows, quarantined, directory, n_generated, time.perf_counter() - t0, batch_size, max_new_tokens)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from emotionthinker.config import Config, ProsodyConfig
+from emotionthinker.errors import InputError
 
 CALIBRATION_VERSION = 1
 GLOBAL = "global"
@@ -43,7 +44,7 @@ ATTRIBUTES: dict[str, tuple[str, tuple[str, str, str]]] = {
 }
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """The calibration cannot be fitted or read."""
 
 
@@ -93,6 +94,8 @@ class Calibration:
     def from_json(cls, text: str) -> "Calibration":
         try:
             payload = json.loads(text)
+            if not isinstance(payload, dict):
+                raise CalibrationError(f"not a calibration file: a JSON {type(payload).__name__}, expected an object")
             if payload.get("version") != CALIBRATION_VERSION:
                 raise CalibrationError(f"calibration version {payload.get('version')!r}, expected {CALIBRATION_VERSION}")
             if payload.get("measures") != {a: m for a, (m, _) in ATTRIBUTES.items()}:
@@ -104,7 +107,7 @@ class Calibration:
             return cls(int(payload["min_group_size"]), groups)
         except CalibrationError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a field of the wrong type
             raise CalibrationError(f"not a calibration file: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
@@ -115,7 +118,13 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        return cls.from_json(Path(path).read_text())
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"cannot read the calibration {path}: {exc}") from None
+        except CalibrationError as exc:
+            raise CalibrationError(f"{path}: {exc}") from None
 
 
 def load_reference_calibration() -> Calibration:

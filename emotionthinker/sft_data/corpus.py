@@ -317,7 +317,7 @@ def build_sft_corpus(
 
     decisions_path = out_dir / DECISIONS_FILE
     prepare_resume(decisions_path, key="key")  # a run killed mid-line leaves a torn last line: cut it
-    cache = {d["key"]: d for d in iter_jsonl(decisions_path)}  # last decision per key wins
+    cache = {d["key"]: d for d in iter_jsonl(decisions_path, torn_tail=True)}  # last decision per key wins
     decided_all: list[dict[str, Any]] = []
     available: dict[str, dict[str, int]] = {}
     files: dict[str, str] = {}

@@ -57,3 +57,41 @@ def test_a_clip_quarantined_by_validation_and_annotated_on_the_rerun_counts_once
     again = annotate_manifest(records, out, cfg, use_asr=False, workers=1, progress=False)
     assert (again.n_input, again.n_annotated, again.n_quarantined, again.n_resumed) == (3, 3, 0, 3)
     assert [r["id"] for r in read_jsonl(out)] == ["c0", "c1", "c2"]
+
+
+def test_a_manifest_whose_last_line_is_not_json_is_refused_not_shortened(cfg, tmp_path):
+    """The last line used to be taken for a torn write and dropped: the run 'succeeded' one record short."""
+    from emotionthinker.records import JsonlError
+
+    wav = write_wav(tmp_path / "a.wav", seconds=1.0, freq=180.0)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(f'{{"id": "a", "audio_path": "{wav}", "corpus": "r", "gender": "male"}}\n{{"id": "b", "audio_pa\n')
+    with pytest.raises(JsonlError, match=r"manifest\.jsonl:2: not valid JSON"):
+        annotate_manifest(manifest, tmp_path / "out.jsonl", cfg, use_asr=False, workers=1, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_input_errors_are_not_retried_and_crashes_are():
+    from prefect.states import Failed
+
+    from emotionthinker.prosody.levels import CalibrationError
+    from emotionthinker.records import JsonlError
+    from tasks.retry import unless_input_error
+
+    assert not unless_input_error(None, None, Failed(data=JsonlError("m.jsonl:2: not valid JSON")))
+    assert not unless_input_error(None, None, Failed(data=CalibrationError("calibration version 99, expected 1")))
+    assert unless_input_error(None, None, Failed(data=RuntimeError("A process in the process pool was terminated")))
+
+
+def test_an_empty_manifest_or_a_record_without_id_is_refused(cfg, tmp_path):
+    """An empty manifest used to 'succeed' with an empty dataset; a record without id failed with a KeyError."""
+    from emotionthinker.errors import InputError
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n")
+    with pytest.raises(InputError, match="holds no records"):
+        annotate_manifest(manifest, tmp_path / "out.jsonl", cfg, use_asr=False, workers=1, progress=False)
+    manifest.write_text('{"id": "a", "audio_path": "a.wav"}\n{"audio_path": "b.wav"}\n')
+    with pytest.raises(InputError, match=r"1 records without an id \(first: record 2\)"):
+        annotate_manifest(manifest, tmp_path / "out.jsonl", cfg, use_asr=False, workers=1, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -98,6 +98,27 @@ def test_bad_calibration_files_are_rejected(cfg):
         Calibration.from_json(json.dumps({"version": 99}))
     with pytest.raises(CalibrationError):
         fit_calibration([], cfg.prosody)
+    with pytest.raises(CalibrationError, match="not a calibration file"):
+        Calibration.from_json("[1, 2]")
+
+
+def test_a_bad_calibration_file_is_named_and_refused_before_any_clip_is_measured(cfg, tmp_path, monkeypatch):
+    """It used to be read after every clip was measured (hours on a large corpus), and a missing file or a JSON
+    list ended in a bare traceback."""
+    import emotionthinker.annotate as A
+
+    def measuring(*args, **kwargs):
+        raise AssertionError("a clip was measured before the calibration was read")
+
+    monkeypatch.setattr(A, "_measure_or_quarantine", measuring)
+    records = [{"id": "a", "audio_path": str(tmp_path / "a.wav"), "corpus": "r"}]
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "v99.json").write_text(json.dumps({"version": 99}))
+    for name, message in [("missing.json", "cannot read the calibration"), ("list.json", "not a calibration file"),
+                          ("v99.json", "calibration version 99")]:  # fmt: skip
+        with pytest.raises(CalibrationError, match=rf"{name}.*{message}|{message}.*{name}"):
+            A.annotate_manifest(records, tmp_path / "out.jsonl", cfg, use_asr=False, calibration=tmp_path / name,
+                                workers=1, progress=False)  # fmt: skip
 
 
 def test_fit_from_annotated_records(cfg):

@@ -252,3 +252,21 @@ def test_killed_cli_run_resumes_with_exactly_one_record_per_input(cfg, config_fi
     assert len(after) == len(set(after)) and set(after) >= set(before)
     assert measures.read_bytes().endswith(b"\n")
     assert all(r["transcription_source"] == "asr" for r in final)
+
+
+def test_cli_refuses_a_bad_manifest_line_at_once_with_one_line_and_exit_2(cfg, config_file, demo_records):
+    """The installed command on a manifest whose last line is cut off: the record used to vanish and the run
+    'succeed'; now the command names file and line (exit 2), and the task does not retry bad input."""
+    from prefect.settings import PREFECT_API_URL
+
+    manifest = _write_manifest(cfg, demo_records[:2])
+    manifest.write_text(manifest.read_text() + manifest.read_text().splitlines()[0][:40] + "\n")
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    exe = Path(sys.executable).parent / "emotionthinker"
+    proc = subprocess.run([str(exe), "annotate", "--manifest", str(manifest), "--no-asr", "--profile", "test",
+                           "--config", config_file(cfg)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bad input: ") and f"{manifest.name}:3: not valid JSON" in last, last
+    assert "Retry" not in proc.stdout + proc.stderr
+    assert not (cfg.data_dir / "annotated").exists() or not any((cfg.data_dir / "annotated").rglob("annotated.jsonl"))
