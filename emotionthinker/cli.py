@@ -56,7 +56,9 @@ def manifest(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Build a corpus manifest: records, exclusions by source label, quarantined files with reasons."""
-    from emotionthinker.corpora import CorpusLayoutError, UnknownCorpusError, build_manifest, format_summary, write_manifest
+    from emotionthinker.corpora import (
+        CorpusLayoutError, UnknownCorpusError, build_manifest, format_summary, get_adapter, write_manifest,
+    )  # fmt: skip
 
     cfg = _cfg(profile, config)
     try:
@@ -64,6 +66,9 @@ def manifest(
     except (UnknownCorpusError, CorpusLayoutError) as exc:
         _fail(str(exc), 2)
     typer.echo(format_summary(write_manifest(result, out)))
+    if not result.records:  # e.g. the wrong adapter for the folder: every file quarantined as bad_name
+        _fail(f"{corpus}: no usable record under {absolute_path(root)}; is it a {corpus} release? expected "
+              f"{get_adapter(corpus).layout}")  # fmt: skip
 
 
 @app.command()

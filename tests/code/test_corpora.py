@@ -302,6 +302,12 @@ def test_cli_manifest_command(tmp_path):
     bad = subprocess.run([*cmd[:5], "nosuch", *cmd[6:]], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "unknown corpus" in bad.stderr
+    # An EmoDB folder given as RAVDESS: every file quarantined. The files are written, but the command fails.
+    F.make_emodb(tmp_path / "e")
+    wrong = subprocess.run([*cmd[:7], str(tmp_path / "e"), *cmd[8:]], env=env, cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert len(read_jsonl(tmp_path / "m.quarantine.jsonl")) == 11
+    assert wrong.returncode == 1 and "no usable record" in wrong.stderr and "ravdess: 0 records" in wrong.stdout
 
 
 # -- the real corpora in ../shared/data ---------------------------------------
