@@ -324,7 +324,8 @@ def annotate(
         _fail(f"annotate stopped: {exc}")
     typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['speed']})")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
-    typer.echo(f"  data version (DVC md5): {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
+    version = json.dumps(res["data_version"]) if res["data_version"] else f"none: DVC versions folders inside {cfg.data_dir} only"
+    typer.echo(f"  data version (DVC md5): {version}\n  MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
 
 
 def _run_retrain(cfg, config: Optional[Path], corpus: Optional[str], root: Optional[Path]) -> None:
