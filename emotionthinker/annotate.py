@@ -27,12 +27,14 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
+from emotionthinker.locks import LockTimeout, file_lock
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
 from emotionthinker.prosody.levels import (
@@ -403,7 +405,7 @@ def annotate_manifest(
         bar.close()
 
     wanted = set(ids)
-    # First record per id: a measures file shared by two concurrent runs must not duplicate output rows.
+    # First record per id: one output row per clip, whatever the stream holds.
     measured = list({r["id"]: r for r in reversed(list(iter_jsonl(measures_path, torn_tail=True))) if r["id"] in wanted}.values())
     annotated: list[dict[str, Any]] = []
     if given is not None:
@@ -448,6 +450,27 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="annotate", unit="clip", disable=not enabled or total == 0, mininterval=1.0)
+
+
+class AnnotateBusy(RuntimeError):
+    """Another annotate run is writing the same output."""
+
+
+@contextmanager
+def output_lock(out: Path, cfg: Config) -> Iterator[None]:
+    """One annotate run writes an output at a time: a second one (a hand-started `annotate` of the manifest
+    the nightly retrain is annotating, say) raises AnnotateBusy at once instead of appending to the same
+    measures stream and rewriting the same files. The lock sits in <workspace>/locks, named by the output,
+    not beside it: the output's folder is versioned whole by DVC."""
+    out = Path(out)
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
+
+    def busy(exc: LockTimeout) -> AnnotateBusy:
+        return AnnotateBusy(f"another annotate run is writing {out}: {exc.holder}. Run this again when it has "
+                            "finished: the clips it measured are then reused")  # fmt: skip
+
+    with file_lock(cfg.workspace / "locks" / f"annotate-{key}.lock", 0, refuse=busy):
+        yield
 
 
 def annotation_dir(cfg: Config, manifest: Path) -> Path:

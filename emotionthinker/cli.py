@@ -309,6 +309,7 @@ def annotate(
     import json
 
     cfg = _cfg(profile, config)
+    from emotionthinker.annotate import AnnotateBusy
     from emotionthinker.services import ui_url
     from emotionthinker.validation import ValidationFailed
     from flows.annotate import annotate_flow
@@ -322,6 +323,8 @@ def annotate(
         )  # fmt: skip
     except ValidationFailed as exc:
         _fail(f"annotate stopped: {exc}")
+    except AnnotateBusy as exc:
+        _fail(f"annotate cannot start: {exc}", 2)
     typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['speed']})")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
     version = json.dumps(res["data_version"]) if res["data_version"] else f"none: DVC versions folders inside {cfg.data_dir} only"
