@@ -27,14 +27,14 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotionthinker import locks
 from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
-from emotionthinker.locks import LockTimeout, file_lock
 from emotionthinker.prosody.f0 import ProsodyInputError
 from emotionthinker.prosody.intonation import released_intonation
 from emotionthinker.prosody.levels import (
@@ -452,25 +452,10 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="annotate", unit="clip", disable=not enabled or total == 0, mininterval=1.0)
 
 
-class AnnotateBusy(RuntimeError):
-    """Another annotate run is writing the same output."""
-
-
-@contextmanager
-def output_lock(out: Path, cfg: Config) -> Iterator[None]:
-    """One annotate run writes an output at a time: a second one (a hand-started `annotate` of the manifest
-    the nightly retrain is annotating, say) raises AnnotateBusy at once instead of appending to the same
-    measures stream and rewriting the same files. The lock sits in <workspace>/locks, named by the output,
-    not beside it: the output's folder is versioned whole by DVC."""
-    out = Path(out)
-    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
-
-    def busy(exc: LockTimeout) -> AnnotateBusy:
-        return AnnotateBusy(f"another annotate run is writing {out}: {exc.holder}. Run this again when it has "
-                            "finished: the clips it measured are then reused")  # fmt: skip
-
-    with file_lock(cfg.workspace / "locks" / f"annotate-{key}.lock", 0, refuse=busy):
-        yield
+def output_lock(out: Path, cfg: Config) -> AbstractContextManager[None]:
+    """One annotate run writes an output at a time (see locks.output_lock)."""
+    return locks.output_lock(locks.workspace_lock(cfg.workspace, "annotate", out), f"annotating into {out}",
+                             "the clips it measured are then reused")  # fmt: skip
 
 
 def annotation_dir(cfg: Config, manifest: Path) -> Path:

@@ -278,17 +278,21 @@ def sft_data(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Build the prosody-centric SFT corpus: stress, attribute, comparative, ASR and CoT samples, GX-validated."""
+    from emotionthinker.locks import OutputBusy
     from emotionthinker.records import read_input_jsonl, read_jsonl
-    from emotionthinker.sft_data import build_sft_corpus
+    from emotionthinker.sft_data import build_sft_corpus, output_lock
     from emotionthinker.validation import ValidationFailed
 
     cfg = _cfg(profile, config)
     if cot_file is not None and not cot_file.is_file():
         _fail(f"no such file: {cot_file}", 2)
     try:
-        report = build_sft_corpus(read_input_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
+        with output_lock(absolute_path(out), cfg):
+            report = build_sft_corpus(read_input_jsonl(annotated), read_jsonl(cot_file) if cot_file else None, out, cfg)
     except ValidationFailed as exc:
         _fail(f"sft-data stopped: {exc}; quarantine files in {out}")
+    except OutputBusy as exc:
+        _fail(f"sft-data cannot start: {exc}", 2)
     typer.echo(report.summary())
     typer.echo(f"  files: {absolute_path(out)}  (report.json, augmentations.jsonl) in {report.wall_seconds:.1f} s")
 
@@ -309,7 +313,7 @@ def annotate(
     import json
 
     cfg = _cfg(profile, config)
-    from emotionthinker.annotate import AnnotateBusy
+    from emotionthinker.locks import OutputBusy
     from emotionthinker.services import ui_url
     from emotionthinker.validation import ValidationFailed
     from flows.annotate import annotate_flow
@@ -323,7 +327,7 @@ def annotate(
         )  # fmt: skip
     except ValidationFailed as exc:
         _fail(f"annotate stopped: {exc}")
-    except AnnotateBusy as exc:
+    except OutputBusy as exc:
         _fail(f"annotate cannot start: {exc}", 2)
     typer.echo(f"annotated: {res['annotated']}\n  counts: {json.dumps(res['counts'])}  ({res['speed']})")
     typer.echo(f"  quarantine: {res['quarantine']}\n  calibration: {res['calibration']}")
@@ -422,6 +426,7 @@ def cot_data(
     import json
 
     cfg = _cfg(profile, config)
+    from emotionthinker.locks import OutputBusy
     from emotionthinker.validation import ValidationFailed
     from flows.cot import cot_flow
 
@@ -431,6 +436,8 @@ def cot_data(
                        profile=cfg.profile, config_file=str(config) if config else None)  # fmt: skip
     except ValidationFailed as exc:
         _fail(f"cot stopped: {exc}")
+    except OutputBusy as exc:
+        _fail(f"cot cannot start: {exc}", 2)
     typer.echo(f"{res['writer']}: {json.dumps(res['counts'])}\n  cot: {res['cot']}\n  rm tuples: {res['rm_tuples']}")
     typer.echo(f"  data version: {json.dumps(res['data_version'])}\n  MLflow run {res['run_id']}")
 

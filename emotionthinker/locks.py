@@ -8,6 +8,7 @@ process that cannot get the lock can say which run is in its way.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -73,3 +74,27 @@ def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05,
             fh.seek(0)
             fh.truncate()  # a released lock names no holder
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+class OutputBusy(RuntimeError):
+    """Another process is writing the same output."""
+
+
+@contextmanager
+def output_lock(lock: Path, doing: str, on_rerun: str, error: Callable[[str], Exception] = OutputBusy) -> Iterator[None]:
+    """One process writes an output at a time: a second one (a hand-started stage beside the nightly retrain
+    writing the same output, say) raises `error` at once, naming the holder, instead of appending to the same
+    streams. `doing` says what the holder does ("annotating into X"), `on_rerun` what a later rerun reuses."""
+
+    def busy(exc: LockTimeout) -> Exception:
+        return error(f"another process is {doing}: {exc.holder}. Run this again when it has finished: {on_rerun}")
+
+    with file_lock(lock, 0, refuse=busy):
+        yield
+
+
+def workspace_lock(workspace: Path, stage: str, output: Path) -> Path:
+    """A lock file for a stage's output in <workspace>/locks, named by the output's path: for outputs whose
+    folder DVC versions whole, where a lock file beside them would change the data version."""
+    key = hashlib.sha1(str(Path(output).resolve()).encode()).hexdigest()[:12]
+    return Path(workspace) / "locks" / f"{stage}-{key}.lock"

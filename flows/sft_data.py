@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from emotionthinker.config import load_config
+from emotionthinker.sft_data import output_lock
 from emotionthinker.stored_paths import absolute_path
 from tasks.sft_data import build_corpus, log_sft_data_run, version_sft_data
 
@@ -19,9 +20,10 @@ def sft_data_flow(annotated: str, cot: str | None = None, out_dir: str | None = 
     logger = get_run_logger()
     cfg = load_config(profile, config_file)
     out = absolute_path(out_dir) if out_dir else cfg.data_dir / "sft"
-    report = build_corpus(absolute_path(annotated), absolute_path(cot) if cot else None, out, cfg)
-    data_version = version_sft_data(out, cfg)
-    logger.info("SFT corpus %s: data version %s", out, data_version)
-    run_id = log_sft_data_run(cfg, annotated, cot, report, data_version)
+    with output_lock(out, cfg):  # held until the data are versioned and logged
+        report = build_corpus(absolute_path(annotated), absolute_path(cot) if cot else None, out, cfg)
+        data_version = version_sft_data(out, cfg)
+        logger.info("SFT corpus %s: data version %s", out, data_version)
+        run_id = log_sft_data_run(cfg, annotated, cot, report, data_version)
     return {"data_dir": str(out), "counts": report.counts, "quarantined": report.quarantined,
             "rendered_now": report.rendered_now, "data_version": data_version, "run_id": run_id}  # fmt: skip

@@ -19,12 +19,12 @@ import json
 import re
 import shutil
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from emotionthinker.locks import LockTimeout, file_lock
+from emotionthinker.locks import output_lock
 from emotionthinker.records import write_text_atomic
 
 DONE_FILE = "sft_stage.json"
@@ -45,19 +45,13 @@ def stage_dir(root: Path, stage: str, fp: str) -> Path:
     return Path(root) / f"{stage}-{fp}"
 
 
-@contextmanager
-def stage_lock(folder: Path, error: type[Exception] = RuntimeError) -> Iterator[None]:
+def stage_lock(folder: Path, error: Callable[[str], Exception] = RuntimeError) -> AbstractContextManager[None]:
     """One process trains into a stage folder at a time; a second one (same settings, so the same folder:
     a hand-started `train` beside the nightly retrain, say) raises `error` at once instead of writing
     checkpoints into the same folder. The lock file sits beside the folder."""
     folder = Path(folder)
-
-    def busy(exc: LockTimeout) -> Exception:
-        return error(f"another process is training into {folder}: {exc.holder}. Run this again when it has "
-                     "finished: the finished stage is then reused")
-
-    with file_lock(folder.parent / f"{folder.name}.lock", 0, refuse=busy):
-        yield
+    return output_lock(folder.parent / f"{folder.name}.lock", f"training into {folder}",
+                       "the finished stage is then reused", error)  # fmt: skip
 
 
 def is_rank_zero() -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emotionthinker import locks
 from emotionthinker.config import Config
 from emotionthinker.records import append_jsonl, read_input_jsonl, read_jsonl, write_jsonl
 
@@ -31,6 +33,12 @@ class CotStageResult:
 def cot_dir(cfg: Config, annotated: Path) -> Path:
     """<data>/cot/<name>/ named after the annotated dataset's folder."""
     return cfg.data_dir / "cot" / annotated.parent.name
+
+
+def output_lock(out_dir: Path, cfg: Config) -> AbstractContextManager[None]:
+    """One process writes a CoT folder at a time (see locks.output_lock): two would pay the LLM twice."""
+    return locks.output_lock(locks.workspace_lock(cfg.workspace, "cot", out_dir), f"writing reasoning into {out_dir}",
+                             "the records it wrote are then reused")  # fmt: skip
 
 
 def run_cot_stage(annotated: Path, cfg: Config, out_dir: Path | None = None) -> CotStageResult:

@@ -29,10 +29,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotionthinker import locks
 from emotionthinker.config import Config
 from emotionthinker.records import append_jsonl, iter_jsonl, prepare_resume, write_jsonl
 from emotionthinker.sft_data import prompts as P
@@ -259,6 +261,12 @@ def _prune_audio(out_dir: Path, keep: set[str]) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+def output_lock(out: Path, cfg: Config) -> AbstractContextManager[None]:
+    """One process builds an SFT corpus folder at a time (see locks.output_lock)."""
+    return locks.output_lock(locks.workspace_lock(cfg.workspace, "sft_data", out), f"building the SFT corpus in {out}",
+                             "the clips it rendered are then reused")  # fmt: skip
 
 
 def build_sft_corpus(

@@ -69,3 +69,48 @@ def test_a_refused_lock_raises_the_callers_error_and_the_body_s_errors_pass_thro
     with pytest.raises(LockTimeout, match="from the body"):  # not turned into the caller's error
         with file_lock(path, 0, refuse=lambda exc: KeyError("busy")):
             raise LockTimeout(path, 0, "from the body")
+
+
+@pytest.mark.parametrize(
+    "helper, doing",
+    [("emotionthinker.annotate", "annotating into"), ("emotionthinker.cot.stage", "writing reasoning into"),
+     ("emotionthinker.sft_data", "building the SFT corpus in")],
+)
+def test_a_stage_output_is_written_by_one_process_at_a_time(cfg, tmp_path, helper, doing):
+    """The data stages that stream into a versioned folder lock it from <workspace>/locks (a lock file inside
+    would change the folder's DVC hash); a second writer is refused naming the holder, another output is not."""
+    import importlib
+
+    from emotionthinker.locks import OutputBusy, workspace_lock
+
+    output_lock = importlib.import_module(helper).output_lock
+    out = cfg.data_dir / "x" / "demo"
+    stage = workspace_lock(cfg.workspace, "s", out)
+    assert stage.parent == cfg.workspace / "locks" and stage == workspace_lock(cfg.workspace, "s", out / ".." / "demo")
+    assert stage != workspace_lock(cfg.workspace, "s", out.parent / "other")
+    child = subprocess.Popen([sys.executable, "-c", HOLD_OUTPUT, helper, str(out), cfg.workspace.as_posix()],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusy, match=rf"another process is {doing} {out}: pid {child.pid} on "):
+            with output_lock(out, cfg):
+                pytest.fail("two writers of one output")
+        with output_lock(out.parent / "other", cfg):
+            pass
+    finally:
+        child.kill()
+        child.wait()
+    with output_lock(out, cfg):  # released with its holder
+        pass
+    assert not any(out.parent.glob("*.lock")) and not out.exists()
+
+
+HOLD_OUTPUT = """
+import importlib, sys, time
+from pathlib import Path
+from emotionthinker.config import load_config
+cfg = load_config("test", overrides={"paths": {"workspace": sys.argv[3]}})
+with importlib.import_module(sys.argv[1]).output_lock(Path(sys.argv[2]), cfg):
+    print("held", flush=True)
+    time.sleep(120)
+"""

@@ -145,14 +145,15 @@ def test_flow_without_asr_annotates_quarantines_versions_and_logs(cfg, config_fi
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(cfg, config_file, demo_records):
     """A hand-started annotate beside the nightly one would append to the same measures stream and rewrite
     the same files; it is refused at once, naming the holder, and runs normally once the first is done."""
-    from emotionthinker.annotate import AnnotateBusy, output_lock
+    from emotionthinker.annotate import output_lock
+    from emotionthinker.locks import OutputBusy
     from flows.annotate import annotate_flow
 
     manifest = _write_manifest(cfg, _pick(demo_records, 3))
     out = cfg.data_dir / "annotated" / "demo" / "annotated.jsonl"
     config = config_file(cfg)
     with output_lock(out, cfg):  # as the first run holds it
-        with pytest.raises(AnnotateBusy, match=rf"another annotate run is writing .*annotated\.jsonl: pid {os.getpid()} "):
+        with pytest.raises(OutputBusy, match=rf"another process is annotating into .*annotated\.jsonl: pid {os.getpid()} "):
             annotate_flow(str(manifest), profile="test", config_file=config, use_asr=False, workers=1)
         assert not out.parent.exists()  # nothing measured, nothing written
     res = annotate_flow(str(manifest), profile="test", config_file=config, use_asr=False, workers=1)
