@@ -571,6 +571,7 @@ def evaluate(
     cfg = _cfg(profile, config)
     from emotionthinker.evaluation.data import EvalDataError
     from emotionthinker.evaluation.judges import JudgeError, check_judges
+    from emotionthinker.registry import check_source
     from emotionthinker.services import ui_url
     from emotionthinker.validation import ValidationFailed
     from flows.evaluate import evaluate_flow
@@ -578,6 +579,7 @@ def evaluate(
 
     try:
         check_judges([] if no_judge else (judge or cfg.eval.judges), cfg)  # before the flow starts: a clear message
+        check_source(model, cfg)
         res = evaluate_flow(
             model_source=model, manifest=str(absolute_path(manifest)) if manifest else None, benchmark=benchmark,
             profile=cfg.profile, config_file=str(config) if config else None,
@@ -688,6 +690,7 @@ def train_grpo(
     import json
 
     cfg = _cfg(profile, config)
+    from emotionthinker.registry import check_source
     from emotionthinker.services import ui_url
     from emotionthinker.validation import ValidationFailed
     from flows.grpo_ptr import grpo_ptr_flow
@@ -696,6 +699,12 @@ def train_grpo(
     from models.sources import SourceError
 
     _require(data.is_file(), f"prompt file not found: {data}")
+    try:
+        for source in (policy, reward):
+            if source:
+                check_source(source, cfg)
+    except SourceError as exc:
+        _fail(str(exc), 2)
     try:
         res = grpo_ptr_flow(train_manifest_or_cot=str(absolute_path(data)), policy_source=policy, reward_source=reward,
                             profile=cfg.profile, config_file=str(config) if config else None, plain_grpo=plain_grpo,

@@ -135,6 +135,17 @@ def lookup_model_version(source: str | ModelSource, cfg: Config):
         raise RegistryLookupError(f"{src}: no such registered model version in {cfg.tracking_uri} ({exc.message})") from None
 
 
+def check_source(text: str, cfg: Config) -> ModelSource:
+    """A source given on the command line, checked before a flow starts: its syntax, that a registry alias or
+    version exists, that a local folder is there (a hub id is looked up when it loads). Raises SourceError."""
+    src = parse_source(text)
+    if src.kind == "registry":
+        lookup_model_version(src, cfg)
+    elif src.kind == "path" and not src.path.is_dir():
+        raise SourceError(f"model source {text!r}: no model folder at {src.path.absolute()}")
+    return src
+
+
 def resolve_registry_source(source: str | ModelSource, cfg: Config) -> Path:
     """Local folder of a `registry:<name>@<alias or version>` source, downloaded once per version."""
     import mlflow

@@ -118,3 +118,33 @@ def test_source_identity_follows_a_moving_registry_alias(cfg, tmp_path):
         register_tiny_model(cfg, tmp_path, "emotionthinker-base", seed, stage="sft")
         seen.append(source_identity("registry:emotionthinker-base@challenger", cfg))
     assert seen[0] != seen[1] and all(s.startswith("registry:emotionthinker-base@challenger->") for s in seen)
+
+
+def test_a_command_line_source_is_checked_before_any_flow_starts(cfg, tmp_path, monkeypatch):
+    """`evaluate --model registry:...@typo` used to start Prefect and fail inside the flow with a traceback."""
+    from typer.testing import CliRunner
+
+    import flows.evaluate
+    from emotionthinker.cli import app
+    from emotionthinker.registry import check_source
+    from tests.registered_models import register_tiny_model
+
+    with pytest.raises(SourceError, match="no MLflow registry"):
+        check_source("registry:emotionthinker-policy@champion", cfg)
+    register_tiny_model(cfg, tmp_path, "emotionthinker-policy", 1, stage="grpo")
+    assert check_source("registry:emotionthinker-policy@challenger", cfg).ref == "challenger"
+    with pytest.raises(SourceError, match="no such registered model version"):
+        check_source("registry:emotionthinker-policy@champion", cfg)
+    with pytest.raises(SourceError, match="no model folder at"):
+        check_source(f"{tmp_path}/nope", cfg)
+    assert check_source(str(tmp_path), cfg).kind == "path" and check_source("hub:org/name", cfg).kind == "hub"
+
+    def no_flow(**kwargs):
+        raise AssertionError("the flow started")
+
+    monkeypatch.setattr(flows.evaluate, "evaluate_flow", no_flow)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths: {{workspace: {cfg.workspace}, data: {cfg.data_dir}}}\n")
+    done = CliRunner().invoke(app, ["evaluate", "--model", "registry:emotionthinker-policy@champion", "--manifest",
+                                    str(tmp_path / "m.jsonl"), "--no-judge", "-p", "test", "-c", str(config)])  # fmt: skip
+    assert done.exit_code == 2 and "no such registered model version" in done.output, done.output
