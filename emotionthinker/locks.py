@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from emotionthinker.errors import StatedStop
+
 
 class LockTimeout(RuntimeError):
     """The lock stayed held by another process for longer than the caller would wait."""
@@ -76,7 +78,7 @@ def file_lock(path: Path, timeout_s: float, poll_s: float = 0.05,
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-class OutputBusy(RuntimeError):
+class OutputBusy(StatedStop, RuntimeError):
     """Another process is writing the same output."""
 
 

@@ -154,3 +154,22 @@ def _die_with_parent(prctl: Any, parent_pid: int) -> None:
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _StatedStopWithoutTraceback(logging.Filter):
+    """A flow or task stopped by a StatedStop logs its one-line message; its traceback would only bury it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from emotionthinker.errors import StatedStop
+
+        if record.exc_info and isinstance(record.exc_info[1], StatedStop):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_stated_stops() -> None:
+    """Install the filter on Prefect's run loggers (idempotent; logging config keeps a logger's filters)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _StatedStopWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_StatedStopWithoutTraceback())

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
+from emotionthinker.errors import StatedStop
 from emotionthinker.labels import LABELS
 from emotionthinker.records import ManifestRecord, QuarantineRecord, reason_code
 
@@ -45,7 +46,7 @@ GENDERS = ("male", "female", "unknown")
 MANIFEST_REQUIRED = ("id", "audio_path", "corpus", "split", "speaker", "gender", "emotion", "source_label")
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(StatedStop, RuntimeError):
     """Too many records failed validation: the flow stops before anything downstream uses the data."""
 
     def __init__(self, stage: str, failure_rate: float, max_rate: float, reasons: Counter) -> None:

@@ -26,11 +26,12 @@ import numpy as np
 
 from emotionthinker.audio import AudioError, load_audio, probe
 from emotionthinker.config import Config
+from emotionthinker.errors import InputError
 from emotionthinker.labels import SYSTEM_PROMPT, USER_PROMPT, normalize_label
 from emotionthinker.stored_paths import absolute_path, stored_path_from_file
 
 
-class GrpoDataError(ValueError):
+class GrpoDataError(InputError):
     """The prompt file is missing, malformed, or holds no usable prompt."""
 
 

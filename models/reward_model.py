@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config, SftConfig
+from emotionthinker.errors import InputError
 from emotionthinker.stored_paths import absolute_path, stored_path_from_file
 from models.rewards import CRITERIA, Scores, parse_reward_scores, reasoning_reward, validate_reasoning_weights
 
@@ -59,7 +60,7 @@ _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER_BLOCK_RE = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 
 
-class RmDataError(ValueError):
+class RmDataError(InputError):
     """A reward-model tuple file is unreadable or holds no usable tuple."""
 
 

@@ -33,6 +33,7 @@ import torch
 
 from emotionthinker.audio import AudioError, load_audio, probe
 from emotionthinker.config import Config
+from emotionthinker.errors import InputError
 from emotionthinker.stored_paths import stored_path_from_file
 from models.assemble import write_manifest
 from models.backbone import IGNORE_INDEX, AudioLM
@@ -53,7 +54,7 @@ CONFIG_FILE = "launch_config.json"  # the resolved Config a torchrun rank loads
 LAUNCH_LOG = "launch.log"
 
 
-class SftDataError(ValueError):
+class SftDataError(InputError):
     """An SFT sample file or sample is malformed (missing field, several clips, empty target, ...)."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from emotionthinker.errors import InputError
+
 if TYPE_CHECKING:
     from emotionthinker.config import Config
 
@@ -35,7 +37,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 _PATH_PREFIXES = ("/", "./", "../", "~")
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A checkpoint source string is malformed or names something unknown."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from emotionthinker.audio import AudioError, probe
 from emotionthinker.config import Config
+from emotionthinker.errors import InputError
 from emotionthinker.records import ManifestRecord, QuarantineRecord, stable_id
 from emotionthinker.stored_paths import stored_path
 
@@ -29,11 +30,11 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 
-class CorpusLayoutError(ValueError):
+class CorpusLayoutError(InputError):
     """The root does not look like the corpus's release (missing folders, metadata files, or no files at all)."""
 
 
-class UnknownCorpusError(ValueError):
+class UnknownCorpusError(InputError):
     """No adapter has this name."""
 
 

@@ -29,11 +29,12 @@ import torch
 
 from emotionthinker.audio import AudioError, load_audio
 from emotionthinker.config import Config
+from emotionthinker.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class BaselineError(ValueError):
+class BaselineError(InputError):
     """The probe cannot be trained or evaluated (too few classes or speakers, overlapping data)."""
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config
+from emotionthinker.errors import InputError
 from emotionthinker.records import iter_jsonl
 from emotionthinker.stored_paths import absolute_path
 
 
-class EvalDataError(ValueError):
+class EvalDataError(InputError):
     """The evaluation data cannot be selected (unknown benchmark, empty selection, missing manifest)."""
 
 

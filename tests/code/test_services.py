@@ -59,6 +59,32 @@ def test_platform_logs_outside_a_flow_reach_the_console_without_warnings(tmp_pat
     assert "emotionthinker.promotion - outside any flow" in out and "Warning" not in out
 
 
+def test_run_logs_state_a_stated_stop_in_one_line_and_keep_tracebacks_of_bugs(tmp_path):
+    """A flow stopped by bad input printed ~70 lines of Prefect traceback above its one-line reason. The filter
+    must survive Prefect's own logging set-up, which runs after the flows are imported."""
+    code = (
+        "import logging\n"
+        "import flows\n"
+        "from prefect.logging.configuration import setup_logging\n"
+        "setup_logging()\n"
+        "from emotionthinker.records import JsonlError\n"
+        "for exc in (JsonlError('m.jsonl:3: not valid JSON'), RuntimeError('a bug')):\n"
+        "    try:\n"
+        "        raise exc\n"
+        "    except Exception:\n"
+        "        logging.getLogger('prefect.flow_runs').exception('Encountered exception during execution: %r', exc,\n"
+        "                                                         extra={'flow_run_name': 'f', 'flow_run_id': '0'})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ET_", "PREFECT_LOGGING"))}
+    env["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # as the CLI sets it: no flow run here
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "JsonlError('m.jsonl:3: not valid JSON')" in out and "RuntimeError('a bug')" in out
+    assert out.count("Traceback") == 1 and out.index("Traceback") > out.index("JsonlError"), out
+
+
 def test_real_servers_are_configuration(tmp_path):
     cfg = load_config(
         "test",

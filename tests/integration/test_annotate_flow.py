@@ -289,4 +289,5 @@ def test_cli_refuses_a_bad_manifest_line_at_once_with_one_line_and_exit_2(cfg, c
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("bad input: ") and f"{manifest.name}:3: not valid JSON" in last, last
     assert "Retry" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr  # the flow and task logs state it in one line each
     assert not (cfg.data_dir / "annotated").exists() or not any((cfg.data_dir / "annotated").rglob("annotated.jsonl"))
