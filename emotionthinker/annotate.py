@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import time
-import traceback
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,22 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker import locks
-from emotionthinker.audio import AudioError, load_audio
+from emotionthinker.clip_annotation import measure_or_quarantine, quarantine_record
 from emotionthinker.config import Config
-from emotionthinker.prosody.f0 import ProsodyInputError
-from emotionthinker.prosody.intonation import released_intonation
 from emotionthinker.prosody.levels import (
     Calibration, assign_levels, calibration_gender, fit_calibration_from_records, load_reference_calibration,
 )
-from emotionthinker.prosody.measures import measure_prosody
 from emotionthinker.records import (
-    QuarantineRecord, append_jsonl, check_ids, iter_jsonl, prepare_resume, read_input_jsonl, reason_code, sort_jsonl,
+    append_jsonl, check_ids, iter_jsonl, prepare_resume, read_input_jsonl, reason_code, sort_jsonl,
     write_jsonl, write_text_atomic,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
-STAGE = "annotate"
-_GENDER_NAMES = {"male": "Male", "female": "Female"}
 
 
 @dataclass
@@ -76,20 +70,25 @@ class AnnotateReport:
 
 
 # Code that decides a clip's measures (pass 1), relative to this package: part of the resume settings.
-_MEASURE_CODE = ("annotate.py", "audio.py", "prosody", "traits")
+_MEASURE_CODE = ("clip_annotation.py", "audio.py", "prosody", "traits")
 _PASS_TWO_CODE = {"prosody/levels.py"}  # levels are recalibrated on every run
 # Fields that change only speed or pass 2 (levels are recalibrated on every run): no reason to re-measure.
 _NOT_MEASURES = {"prosody": {"workers", "min_group_size", "min_batch_group_size"}, "asr": {"cpu_threads", "local_files_only"}}
 
 
+def measure_code_files() -> list[Path]:
+    """The modules that decide a clip's measures, sorted: not this one (resume, pool, locks, pass 2)."""
+    package = Path(__file__).parent
+    return sorted(f for name in _MEASURE_CODE for f in ((package / name).rglob("*.py") if (package / name).is_dir()
+                                                         else [package / name])
+                  if f.relative_to(package).as_posix() not in _PASS_TWO_CODE)  # fmt: skip
+
+
 @functools.lru_cache(maxsize=1)
 def measure_code_digest() -> str:
     package = Path(__file__).parent
-    files = sorted(f for name in _MEASURE_CODE for f in ((package / name).rglob("*.py") if (package / name).is_dir()
-                                                          else [package / name])
-                   if f.relative_to(package).as_posix() not in _PASS_TWO_CODE)  # fmt: skip
     digest = hashlib.sha1()
-    for f in files:
+    for f in measure_code_files():
         digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -144,91 +143,6 @@ def settings_path(out: Path) -> Path:
     return stem.with_name(stem.name + ".settings.json")
 
 
-# -- pass 1: one clip ----------------------------------------------------------
-
-
-def measure_record(record: dict[str, Any], cfg: Config, use_asr: bool = True) -> dict[str, Any]:
-    """Every measurement of one clip; raises AudioError/ProsodyInputError for unusable clips."""
-    from emotionthinker.prosody.asr import get_transcriber
-    from emotionthinker.prosody.stress import build_stress_detector, stressed_words
-
-    sr = cfg.audio.sample_rate
-    y = load_audio(record["audio_path"], cfg.audio)
-    m = measure_prosody(y, sr, cfg.prosody)
-    out = dict(record)
-    prosody = m.to_record()
-    text = (record.get("transcription") or "").strip()
-    words: list[Any] = []
-    if text:
-        out["transcription_source"] = "corpus"
-        if use_asr:
-            words = get_transcriber(cfg.asr).align_known_text(y, text, record.get("language")).words
-    elif use_asr:
-        tr = get_transcriber(cfg.asr).transcribe(y)
-        out["transcription"], out["transcription_source"] = tr.text, "asr"
-        words = tr.words
-    else:
-        out["transcription_source"] = "none"
-    stressed: list[str] = []
-    if words:
-        prominences = build_stress_detector(cfg.asr, cfg.prosody).detect(y, sr, words, (m.f0_times, m.f0_hz))
-        prosody["words"] = [p.to_dict() for p in prominences]
-        stressed = stressed_words(prominences)
-    out["stress_source"] = cfg.asr.stress_detector if words else "none"
-    gender, gender_source = _speaker_gender(record, y, cfg)
-    age, age_source = _speaker_age(y, cfg)
-    out["prosody"] = prosody
-    out["gender_source"], out["age_source"] = gender_source, age_source
-    # Levels come in pass 2; everything measured per clip is final here.
-    out["annotations"] = {
-        "stressed_words": stressed,
-        "intonation": released_intonation(m.intonation.style, m.intonation.pattern, cfg.prosody),
-        "gender": gender,
-        "age_level": age,
-    }
-    return out
-
-
-def _speaker_gender(record: dict[str, Any], y, cfg: Config) -> tuple[str, str]:
-    known = _GENDER_NAMES.get(str(record.get("gender", "")).lower())
-    if known:
-        return known, "corpus"
-    from emotionthinker.traits.gender import predict_gender_for_config
-
-    label, _prob = predict_gender_for_config(y, cfg)
-    return label, "classifier"
-
-
-def _speaker_age(y, cfg: Config) -> tuple[str, str]:
-    from emotionthinker.traits.age import estimate_age_for_config
-
-    return estimate_age_for_config(y, cfg)
-
-
-def _quarantine(record: dict[str, Any], reason: str, error_type: str, detail: str) -> dict[str, Any]:
-    return QuarantineRecord(
-        id=record.get("id", "?"),
-        audio_path=record.get("audio_path", "?"),
-        stage=STAGE,
-        reason=reason,
-        error_type=error_type,
-        detail=detail,
-    ).model_dump(mode="json")
-
-
-def _measure_or_quarantine(record: dict[str, Any], cfg: Config, use_asr: bool) -> tuple[str, dict[str, Any]]:
-    try:
-        return "ok", measure_record(record, cfg, use_asr)
-    except (AudioError, ProsodyInputError) as exc:
-        return "quarantine", _quarantine(record, exc.reason, type(exc).__name__, str(exc))
-    except Exception as exc:  # one broken clip must not stop a 35K-clip batch; the reason is kept
-        log.exception("annotating %s failed", record.get("id"))
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        # Model errors (ASR, stress, gender) carry a reason code of their own, e.g. gender_model_unavailable.
-        reason = getattr(exc, "reason", None) or "annotator_error"
-        return "quarantine", _quarantine(record, str(reason), type(exc).__name__, detail)
-
-
 # Process-pool workers receive the config once (initializer), not per clip.
 _WORKER_CFG: Config | None = None
 # Clips queued per spawned worker: enough that a worker never idles while the parent, which
@@ -253,7 +167,7 @@ def _init_worker(cfg_json: str) -> None:
 
 def _worker(record: dict[str, Any], use_asr: bool) -> tuple[str, dict[str, Any]]:
     assert _WORKER_CFG is not None
-    return _measure_or_quarantine(record, _WORKER_CFG, use_asr)
+    return measure_or_quarantine(record, _WORKER_CFG, use_asr)
 
 
 def _ready() -> int:
@@ -276,7 +190,7 @@ def _measure_stream(
     queue = deque(records)
     if workers <= 1 or len(queue) <= 1:
         while queue:
-            yield _measure_or_quarantine(queue.popleft(), cfg, use_asr)
+            yield measure_or_quarantine(queue.popleft(), cfg, use_asr)
         return
     import multiprocessing as mp
 
@@ -300,7 +214,7 @@ def _measure_stream(
                 # Clips still waiting for a worker come back to the parent (cancel() fails once one has started).
                 queue.extend(pending.pop(f) for f in list(pending) if f.cancel())
             if queue:
-                yield _measure_or_quarantine(queue.popleft(), cfg, use_asr)
+                yield measure_or_quarantine(queue.popleft(), cfg, use_asr)
             elif pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -348,7 +262,7 @@ def apply_levels(measured: Iterable[dict[str, Any]], calibration: Calibration) -
             levels["pitch_level"] = "unknown"
         missing = [k for k, v in levels.items() if v is None]
         if missing:
-            yield "quarantine", _quarantine(rec, "unmeasurable_level", "LevelError", f"no measure for {', '.join(missing)}")
+            yield "quarantine", quarantine_record(rec, "unmeasurable_level", "LevelError", f"no measure for {', '.join(missing)}")
             continue
         out = dict(rec)
         out["annotations"] = {**rec["annotations"], **levels}  # levels last: re-labelling a labelled record must take the new ones

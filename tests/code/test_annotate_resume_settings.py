@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -104,3 +105,15 @@ def test_the_measuring_code_and_a_needed_gender_model_are_settings(cfg, tmp_path
     assert measure_settings(cfg, False, unknown)["gender_model"] == "none"  # nothing registered yet
     monkeypatch.setattr(annotate, "measure_code_digest", lambda: "edited")
     assert measure_settings(cfg, False, records) == {**base, "code": "edited"}
+
+
+def test_the_measuring_code_is_the_per_clip_code_not_the_orchestration():
+    """An edit to annotate.py (resume, pool, locks) used to change the digest and so re-measure every clip
+    of every annotated set on the next run; the levels (pass 2) are recomputed anyway."""
+    from emotionthinker.annotate import measure_code_files
+
+    package = Path(__file__).resolve().parents[2] / "emotionthinker"
+    files = {f.relative_to(package).as_posix() for f in measure_code_files()}
+    assert {"clip_annotation.py", "audio.py", "prosody/f0.py", "prosody/measures.py", "prosody/asr.py",
+            "prosody/stress.py", "traits/gender.py"} <= files  # fmt: skip
+    assert "annotate.py" not in files and "prosody/levels.py" not in files and "records.py" not in files

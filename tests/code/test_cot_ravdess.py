@@ -41,7 +41,8 @@ def ravdess_cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def annotated(ravdess_cfg):
-    from emotionthinker.annotate import apply_levels, measure_record
+    from emotionthinker.annotate import apply_levels
+    from emotionthinker.clip_annotation import measure_record
     from emotionthinker.corpora import build_manifest
     from emotionthinker.prosody.levels import fit_calibration_from_records
 

@@ -110,7 +110,7 @@ def test_a_bad_calibration_file_is_named_and_refused_before_any_clip_is_measured
     def measuring(*args, **kwargs):
         raise AssertionError("a clip was measured before the calibration was read")
 
-    monkeypatch.setattr(A, "_measure_or_quarantine", measuring)
+    monkeypatch.setattr(A, "measure_or_quarantine", measuring)
     records = [{"id": "a", "audio_path": str(tmp_path / "a.wav"), "corpus": "r"}]
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "v99.json").write_text(json.dumps({"version": 99}))
