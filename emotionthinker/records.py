@@ -90,7 +90,7 @@ def iter_jsonl(path: str | Path, *, torn_tail: bool = False) -> Iterator[dict[st
     if not path.exists():
         return
     text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
+    lines = jsonl_lines(text)
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -103,6 +103,13 @@ def iter_jsonl(path: str | Path, *, torn_tail: bool = False) -> Iterator[dict[st
         if not isinstance(rec, dict):
             raise JsonlError(f"{path}:{lineno}: a JSON {type(rec).__name__}, expected an object (one record per line): {_excerpt(line)}")
         yield rec
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of JSON Lines text: split at "\n" only. str.splitlines also splits at U+2028, U+0085 and
+    other separators that json.dumps(ensure_ascii=False) leaves raw inside strings (a transcription or
+    an LLM's reasoning can hold them), which cut a record in two."""
+    return text.split("\n")
 
 
 def read_input_jsonl(path: str | Path) -> list[dict[str, Any]]:

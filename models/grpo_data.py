@@ -201,7 +201,9 @@ def write_prompts(path: Path, prompts: Sequence[GrpoPrompt]) -> Path:
 
 
 def read_prompts(path: Path) -> list[GrpoPrompt]:
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from emotionthinker.records import read_jsonl
+
+    rows = read_jsonl(path)
     return [GrpoPrompt(r["id"], r["audio_path"], r["emotion"], r["prompt"], r["system"]) for r in rows]
 
 

@@ -22,6 +22,7 @@ from emotionthinker.corpora.common import (
     Adapter, Candidate, CorpusLayoutError, Entry, Rejected, normalize_gender, normalize_split, relpath,
 )
 from emotionthinker.labels import normalize_label
+from emotionthinker.records import jsonl_lines
 
 # Keys the manifest computes itself; the source's values are kept under another name or recomputed.
 _OWN_KEYS = {"audio_path", "emotion", "transcription", "speaker", "gender", "split", "id", "corpus",
@@ -74,7 +75,7 @@ def parse_line(line: str, where: str, file: Path, base: Path) -> Entry:
 
 
 def read_file(path: Path, base: Path) -> Iterator[Entry]:
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = jsonl_lines(path.read_text(encoding="utf-8", errors="replace"))
     for lineno, line in enumerate(lines, 1):
         if line.strip():
             yield parse_line(line, f"{relpath(path, base)}:{lineno}", path, base)

@@ -196,7 +196,7 @@ def test_jsonl_emotioncot_format(tmp_path, cfg):
         {"audio_path": "../clips/a.wav", "transcription": "Hello there.", "emotion": "Contempt/Disgust",
          "annotations": ann, "gender": "Female", "speaker": "s1"},
         {"audio_path": "../clips/b.wav", "transcription": "", "emotion": " Happy ", "split": "dev", "id": "x-1"},
-        {"audio_path": "../clips/c.wav", "transcription": "Ugh.", "emotion": "frustrated"},
+        '{"audio_path": "../clips/c.wav", "transcription": "Ugh.\u2028Fine.", "emotion": "frustrated"}',  # raw U+2028
         {"audio_path": str(outside), "transcription": "Hm?", "emotion": "confused", "split": "test"},
         {"audio_path": "../clips/missing.wav", "transcription": "", "emotion": "sad"},
         {"audio_path": "../clips/a.wav", "transcription": "again", "emotion": "angry"},

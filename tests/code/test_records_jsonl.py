@@ -47,3 +47,16 @@ def test_blank_lines_and_a_missing_file_hold_no_records(tmp_path):
     path.write_text('\n{"id": "a"}\n\n   \n')
     assert read_jsonl(path) == [{"id": "a"}]
     assert list(iter_jsonl(tmp_path / "missing.jsonl")) == []
+
+
+def test_text_with_unicode_line_separators_round_trips(tmp_path):
+    """json.dumps(ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw inside strings; splitlines() cut
+    such a record in two, so a transcription or an LLM answer holding one made the file unreadable."""
+    from emotionthinker.records import write_jsonl
+
+    records = [{"id": "a", "text": "one\u2028two\u2029three\x85four\x0bfive\x1csix"}, {"id": "b", "text": "plain"}]
+    path = tmp_path / "r.jsonl"
+    write_jsonl(path, records)
+    assert read_jsonl(path) == records
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))  # a file saved on Windows
+    assert read_jsonl(path) == records
