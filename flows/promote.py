@@ -17,6 +17,7 @@ from prefect.concurrency.sync import concurrency
 
 from emotionthinker.config import Config, load_config
 from emotionthinker.promotion import EvaluateFn, PromotionDecision, promote
+from tasks.retry import unless_stated_stop
 
 LIMIT_PREFIX = "promote-"
 
@@ -65,7 +66,7 @@ def default_evaluator(cfg: Config) -> EvaluateFn | None:
     return lambda name, version, data: fn(cfg, name, version, data)
 
 
-@task(name="promote-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="promote-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=unless_stated_stop)
 def promote_task(cfg: Config, model_name: str, gate_metric: str | None, eval_data_version: str | None,
                  version: str | None = None) -> PromotionDecision:  # fmt: skip
     return promote(cfg, model_name, gate_metric, eval_data_version, evaluate_fn=default_evaluator(cfg), version=version)

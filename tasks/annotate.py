@@ -16,10 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from emotionthinker import annotate, annotation_report
 from emotionthinker.config import Config
 from emotionthinker.validation import ValidationReport
-from tasks.retry import unless_input_error
+from tasks.retry import unless_stated_stop
 
 
-@task(name="annotate-clips", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=unless_input_error)
+@task(name="annotate-clips", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=unless_stated_stop)
 def annotate_clips(
     manifest: Path, out: Path, cfg: Config, use_asr: bool, calibration: Path | None, workers: int | None
 ) -> annotate.AnnotateReport:
@@ -33,7 +33,7 @@ def validate_annotated(out: Path, cfg: Config) -> ValidationReport:
     return annotation_report.validate_annotated(read_jsonl(out), cfg)
 
 
-@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=unless_stated_stop)
 def version_annotations(directory: Path, cfg: Config) -> dict[str, str]:
     from emotionthinker.versioning import dvc_add_and_push
 
@@ -41,7 +41,7 @@ def version_annotations(directory: Path, cfg: Config) -> dict[str, str]:
     return {pushed["path"]: pushed["md5"]}
 
 
-@task(name="log-annotate-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="log-annotate-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def log_annotate_run(
     cfg: Config, manifest: Path, report: Any, validation: ValidationReport, data_version: dict[str, str] | None,
     use_asr: bool, failed: Exception | None = None,

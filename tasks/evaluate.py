@@ -18,6 +18,7 @@ from emotionthinker.evaluation import report
 from emotionthinker.evaluation.data import EvalData
 from emotionthinker.evaluation.identity import ModelInfo, describe_model
 from emotionthinker.evaluation.judges import JudgeResult, run_judges
+from tasks.retry import unless_stated_stop
 
 
 @task(name="select-eval-data", cache_policy=NO_CACHE)
@@ -26,7 +27,7 @@ def select_data(cfg: Config, manifest: str | None, benchmark: str | None, split:
     return report.prepare_data(cfg, manifest, benchmark, split, limit, root)
 
 
-@task(name="describe-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="describe-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def describe(cfg: Config, model_source: str, variant: str | None) -> ModelInfo:
     return describe_model(model_source, cfg, variant)
 
@@ -47,7 +48,7 @@ def judge(cfg: Config, names: list[str], rows: list[dict[str, Any]], records: li
     return run_judges(names, rows, records, cfg, cache_path=cache_path)
 
 
-@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def log_evaluation(cfg: Config, info: ModelInfo, data: EvalData, pred, judges: dict[str, JudgeResult],
                    annotation_counts: dict[str, int]) -> report.EvaluationOutcome:  # fmt: skip
     metrics, flat = report.score(pred, data, cfg)

@@ -13,6 +13,7 @@ from emotionthinker.config import Config
 from models import grpo_pipeline as P
 from models.grpo_data import GrpoData
 from models.grpo_trainer import GrpoResult
+from tasks.retry import unless_stated_stop
 
 
 @task(name="grpo-load-prompts", cache_policy=NO_CACHE)
@@ -25,11 +26,11 @@ def train(data: GrpoData, cfg: Config, run_id: str, policy: str | None, reward_s
     return P.train_logged(data, cfg, run_id, policy, reward_source)
 
 
-@task(name="grpo-log-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="grpo-log-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def log_result(cfg: Config, run_id: str, result: GrpoResult, data: GrpoData) -> None:
     P.log_result(cfg, run_id, result, data)
 
 
-@task(name="grpo-register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="grpo-register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def register(model_dir: str, cfg: Config, run_id: str, result: GrpoResult, data: GrpoData) -> dict[str, str]:
     return P.register_logged(model_dir, cfg, run_id, result, data)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from emotionthinker import ingest
 from emotionthinker.config import Config
 from emotionthinker.validation import ValidationReport
+from tasks.retry import unless_stated_stop
 
 
 @task(name="build-manifest", cache_policy=NO_CACHE)
@@ -39,12 +40,12 @@ def write_dataset(corpus: str, report: ValidationReport, counts: dict[str, Any],
     return ingest.write_dataset(corpus, report, counts, cfg)
 
 
-@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=unless_stated_stop)
 def version_dataset(ds: ingest.Dataset, root: str, cfg: Config) -> dict[str, str]:
     return ingest.version(ds, root, cfg)
 
 
-@task(name="log-ingest-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="log-ingest-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def log_ingest_run(
     cfg: Config,
     corpus: str,

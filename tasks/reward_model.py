@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from emotionthinker.config import Config
 from models import reward_model as R
+from tasks.retry import unless_stated_stop
 
 
 @task(name="rm-load-tuples", cache_policy=NO_CACHE)
@@ -29,14 +30,14 @@ def train(data: R.RmData, cfg: Config, run_id: str):
     return result
 
 
-@task(name="rm-evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=3)
+@task(name="rm-evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def evaluate(model_source: str, data: R.RmData, cfg: Config, run_id: str, prefix: str) -> dict[str, float]:
     from emotionthinker.tracking import attach_run
 
     return R.evaluate_logged(model_source, data, cfg, attach_run(cfg, run_id), prefix)
 
 
-@task(name="rm-register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="rm-register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def register(model_dir: str, cfg: Config, run_id: str, metrics: dict[str, float], data: R.RmData) -> dict[str, str]:
     from emotionthinker.tracking import attach_run
 

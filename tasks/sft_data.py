@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from emotionthinker.config import Config
 from emotionthinker.sft_data.corpus import SftCorpusReport
+from tasks.retry import unless_stated_stop
 
 
 @task(name="build-sft-corpus", cache_policy=NO_CACHE)
@@ -19,7 +20,7 @@ def build_corpus(annotated: Path, cot: Path | None, out: Path, cfg: Config) -> S
     return build_sft_corpus(read_input_jsonl(annotated), read_jsonl(cot) if cot else None, out, cfg)
 
 
-@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="dvc-add-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=unless_stated_stop)
 def version_sft_data(directory: Path, cfg: Config) -> dict[str, str]:
     from emotionthinker.versioning import dvc_add_and_push
 
@@ -27,7 +28,7 @@ def version_sft_data(directory: Path, cfg: Config) -> dict[str, str]:
     return {pushed["path"]: pushed["md5"]}
 
 
-@task(name="log-sft-data-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+@task(name="log-sft-data-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=unless_stated_stop)
 def log_sft_data_run(cfg: Config, annotated: str, cot: str | None, report: SftCorpusReport,
                      data_version: dict[str, str]) -> str:  # fmt: skip
     from emotionthinker.tracking import start_stage_run

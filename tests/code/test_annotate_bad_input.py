@@ -71,16 +71,18 @@ def test_a_manifest_whose_last_line_is_not_json_is_refused_not_shortened(cfg, tm
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_input_errors_are_not_retried_and_crashes_are():
+def test_stated_stops_are_not_retried_and_crashes_are():
     from prefect.states import Failed
 
+    from emotionthinker.locks import OutputBusy
     from emotionthinker.prosody.levels import CalibrationError
     from emotionthinker.records import JsonlError
-    from tasks.retry import unless_input_error
+    from tasks.retry import unless_stated_stop
 
-    assert not unless_input_error(None, None, Failed(data=JsonlError("m.jsonl:2: not valid JSON")))
-    assert not unless_input_error(None, None, Failed(data=CalibrationError("calibration version 99, expected 1")))
-    assert unless_input_error(None, None, Failed(data=RuntimeError("A process in the process pool was terminated")))
+    assert not unless_stated_stop(None, None, Failed(data=JsonlError("m.jsonl:2: not valid JSON")))
+    assert not unless_stated_stop(None, None, Failed(data=CalibrationError("calibration version 99, expected 1")))
+    assert not unless_stated_stop(None, None, Failed(data=OutputBusy("another process is annotating into x")))
+    assert unless_stated_stop(None, None, Failed(data=RuntimeError("A process in the process pool was terminated")))
 
 
 def test_an_empty_manifest_or_a_record_without_id_is_refused(cfg, tmp_path):
