@@ -228,12 +228,11 @@ def cot(
 
     from emotionthinker.cot import write_cot
     from emotionthinker.cot.client import CotEndpointError
-    from emotionthinker.records import iter_jsonl
+    from emotionthinker.records import read_input_jsonl
 
     cfg = _cfg(profile, config)
-    _require(inp.is_file(), f"input not found: {inp}")
     try:
-        report = write_cot(iter_jsonl(inp), out, cfg, progress=True)
+        report = write_cot(read_input_jsonl(inp), out, cfg, progress=True)
     except CotEndpointError as exc:
         _fail(str(exc), 2)
     typer.echo(
