@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -725,8 +726,13 @@ def train_grpo(
     typer.echo(f"MLflow run {res['run_id']}: `emotionthinker ui` -> {ui_url(cfg)}")
 
 
+# A file or folder the command was pointed at that it cannot use: a user's path, not a bug in the code.
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
 def main() -> None:
-    """Console entry point: bad input found deep inside a stage ends as one red line and exit 2, not a traceback."""
+    """Console entry point: bad input found deep inside a stage, or a path the command cannot read or
+    write (an --out folder under a read-only or missing parent, a full disk), ends as one red line."""
     from emotionthinker.errors import InputError
 
     try:
@@ -734,6 +740,12 @@ def main() -> None:
     except InputError as exc:
         typer.secho(f"bad input: {exc}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
+    except OSError as exc:
+        if exc.errno not in _PATH_ERRNOS or not exc.filename:
+            raise
+        why = "a file is there where a folder is needed" if exc.errno == errno.EEXIST else exc.strerror  # mkdir
+        typer.secho(f"cannot use {exc.filename}: {why}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -308,6 +308,13 @@ def test_cli_manifest_command(tmp_path):
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert len(read_jsonl(tmp_path / "m.quarantine.jsonl")) == 11
     assert wrong.returncode == 1 and "no usable record" in wrong.stderr and "ravdess: 0 records" in wrong.stdout
+    # An --out that cannot be written (a file where a folder is needed): one line naming it, no traceback.
+    (tmp_path / "afile").write_text("")
+    entry = "import sys; from emotionthinker.cli import main; sys.argv[0] = 'emotionthinker'; main()"
+    unwritable = subprocess.run([sys.executable, "-c", entry, *cmd[3:9], str(tmp_path / "afile" / "m.jsonl"),
+                                 *cmd[10:]], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr, unwritable.stderr
+    assert unwritable.stderr.strip() == f"cannot use {tmp_path / 'afile'}: a file is there where a folder is needed"
 
 
 # -- the real corpora in ../shared/data ---------------------------------------
