@@ -232,6 +232,7 @@ def cot(
     from emotionthinker.records import read_input_jsonl
 
     cfg = _cfg(profile, config)
+    _require(inp.is_file(), f"input not found: {inp}")
     try:
         report = write_cot(read_input_jsonl(inp), out, cfg, progress=True)
     except CotEndpointError as exc:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from emotionthinker.cot import errors_path_for, write_cot
 from emotionthinker.cot.prompt import PROMPT_VERSION
 from emotionthinker.cot.records import EmotionCotRecord, parse_target
+from emotionthinker.errors import InputError
 from emotionthinker.records import read_jsonl, write_jsonl
 
 ANN = {"pitch_level": "low", "energy_level": "low", "speed_level": "slow", "stressed_words": [],
@@ -105,3 +106,6 @@ def test_cli_cot_and_rm_data(cfg, tmp_path, monkeypatch):
     assert "15 tuples (5 gold, 10 degraded" in res.output and len(read_jsonl(tuples)) == 15
     res = runner.invoke(app, ["cot", "--in", str(tmp_path / "missing.jsonl"), "--out", str(out), "-p", "test"])
     assert res.exit_code == 2
+    (tmp_path / "empty.jsonl").write_text("\n")  # refused, not "0 written" (the console script exits 2 on it)
+    res = runner.invoke(app, ["cot", "--in", str(tmp_path / "empty.jsonl"), "--out", str(out), "-p", "test"])
+    assert isinstance(res.exception, InputError) and "holds no records" in str(res.exception)
