@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emotionthinker.config import Config
+from emotionthinker.errors import StatedStop
 
 LOCALHOST = "127.0.0.1"
 
@@ -160,8 +161,6 @@ class _StatedStopWithoutTraceback(logging.Filter):
     """A flow or task stopped by a StatedStop logs its one-line message; its traceback would only bury it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from emotionthinker.errors import StatedStop
-
         if record.exc_info and isinstance(record.exc_info[1], StatedStop):
             record.exc_info, record.exc_text = None, None
         return True

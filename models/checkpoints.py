@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
